@@ -1,0 +1,33 @@
+"""int8calib: INT8 post-training calibration for TensorRT, on any machine.
+
+The data flows one way, one subpackage per stage::
+
+    sources -> preprocess -> batching -> runner -> stats -> methods -> writers
+
+Public names load lazily so ``import int8calib`` stays cheap.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "calibrate": ("int8calib.api", "calibrate"),
+    "Calibrator": ("int8calib.calibrator", "Calibrator"),
+    "EntropyCalibrator2": ("int8calib.calibrator", "EntropyCalibrator2"),
+    "MinMaxCalibrator": ("int8calib.calibrator", "MinMaxCalibrator"),
+    "CalibrationResult": ("int8calib.calibrator", "CalibrationResult"),
+    "Preprocess": ("int8calib.preprocess", "Preprocess"),
+    "read_cache": ("int8calib.writers.cache", "read_cache"),
+    "write_cache": ("int8calib.writers.cache", "write_cache"),
+    "Int8CalibError": ("int8calib.errors", "Int8CalibError"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'int8calib' has no attribute {name!r}")

@@ -1,0 +1,135 @@
+"""Batches of preprocessed samples.
+
+The last partial batch is used as it is: dropping it or padding it with zeros would
+bias the statistics. A model whose batch axis is fixed gets its batch padded with
+zeros; ``Batch.n`` says how many rows are real so the padding stays out of the
+statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..errors import Int8CalibError
+from ..preprocess import Preprocess
+from ..runner.model import InputInfo
+from ..sources import Sample
+from ..util.log import logger
+
+
+@dataclass
+class Batch:
+    feeds: dict[str, np.ndarray]  # input name -> array with the batch on axis 0
+    n: int  # real samples; rows n: are padding
+    samples: list[Sample]
+
+
+class BatchLoader:
+    """Iterates over ``samples`` in batches of ``batch_size`` feed dicts."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        inputs: Sequence[InputInfo],
+        preprocess: Preprocess | None = None,
+        batch_size: int = 32,
+        skip_bad: bool = False,
+    ):
+        if batch_size < 1:
+            raise Int8CalibError(f"--batch-size must be >= 1, got {batch_size}")
+        if not samples:
+            raise Int8CalibError("no calibration samples")
+        self.samples = list(samples)
+        self.inputs = list(inputs)
+        self.preprocess = preprocess
+        self.skip_bad = skip_bad
+        self.skipped: list[str] = []
+        fixed = {i.fixed_batch for i in self.inputs} - {None}
+        self.fixed_batch = fixed.pop() if len(fixed) == 1 else None
+        if self.fixed_batch is not None and self.fixed_batch != batch_size:
+            logger.info("model batch size is fixed at %d; using it instead of %d", self.fixed_batch, batch_size)
+            batch_size = self.fixed_batch
+        self.batch_size = batch_size
+        if any(s.kind == "image" for s in self.samples):
+            if preprocess is None:
+                raise Int8CalibError("image data needs a preprocessing spec (--preprocess PRESET|FILE.json)")
+            if len(self.inputs) != 1:
+                raise Int8CalibError(
+                    f"the model has {len(self.inputs)} inputs ({', '.join(i.name for i in self.inputs)}); "
+                    "images can feed only a single-input model: give .npz files or a data-loader script"
+                )
+            preprocess.check_input(self.inputs[0].name, self.inputs[0].shape)
+
+    def __len__(self) -> int:
+        return -(-len(self.samples) // self.batch_size)
+
+    def load_sample(self, sample: Sample) -> dict[str, np.ndarray]:
+        """One sample as {input name: array without batch axis}."""
+        if sample.kind == "image":
+            return {self.inputs[0].name: self.preprocess(sample.path)}
+        try:
+            if sample.kind == "npy":
+                arr = np.load(sample.path, mmap_mode="r", allow_pickle=False)
+                arrays = {self.inputs[0].name: arr}
+            else:
+                with np.load(sample.path, allow_pickle=False) as z:
+                    arrays = {i.name: z[i.name] for i in self.inputs}
+        except (OSError, ValueError, KeyError) as exc:
+            raise Int8CalibError(f"{sample}: cannot read tensor file ({exc})") from None
+        return {
+            name: np.array(a if sample.index is None else a[sample.index]) for name, a in arrays.items()
+        }
+
+    def __iter__(self) -> Iterator[Batch]:
+        for start in range(0, len(self.samples), self.batch_size):
+            chunk = self.samples[start : start + self.batch_size]
+            rows, used = [], []
+            for sample in chunk:
+                try:
+                    rows.append(self.load_sample(sample))
+                except Int8CalibError as exc:
+                    if not self.skip_bad:
+                        raise
+                    self.skipped.append(str(exc))
+                    logger.debug("skipped: %s", exc)
+                    continue
+                used.append(sample)
+            if not rows:
+                continue
+            yield self._stack(rows, used)
+
+    def _stack(self, rows: list[dict[str, np.ndarray]], used: list[Sample]) -> Batch:
+        feeds = {}
+        n = len(rows)
+        for info in self.inputs:
+            try:
+                arr = np.stack([r[info.name] for r in rows])
+            except ValueError:
+                shapes = sorted({str(list(r[info.name].shape)) for r in rows})
+                raise Int8CalibError(
+                    f"input '{info.name}': samples of different shapes {', '.join(shapes)} in one batch "
+                    f"(first: {used[0]})"
+                ) from None
+            arr = arr.astype(info.dtype, copy=False)
+            _check_shape(info, arr, used[0])
+            if self.fixed_batch is not None and n < self.fixed_batch:
+                pad = np.zeros((self.fixed_batch - n, *arr.shape[1:]), arr.dtype)
+                arr = np.concatenate([arr, pad])
+            feeds[info.name] = arr
+        return Batch(feeds, n, used)
+
+
+def _check_shape(info: InputInfo, arr: np.ndarray, first: Sample) -> None:
+    if len(info.shape) and arr.ndim != len(info.shape):
+        raise Int8CalibError(
+            f"input '{info.name}': data of shape {list(arr.shape)} does not match the model's {list(info.shape)} (from {first})"
+        )
+    for axis, (want, have) in enumerate(zip(info.shape[1:], arr.shape[1:]), start=1):
+        if isinstance(want, int) and want > 0 and want != have:
+            raise Int8CalibError(
+                f"input '{info.name}': data of shape {list(arr.shape)} does not match the model's "
+                f"{list(info.shape)} on axis {axis} (from {first})"
+            )

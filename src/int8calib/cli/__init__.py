@@ -1,0 +1,52 @@
+"""The command line: a thin layer over the Python API, one module per subcommand.
+
+Each command module has ``register(subparsers)``, which adds its parser and sets
+``run=`` to a function taking the parsed arguments and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import Int8CalibError
+from ..util import log
+from . import calibrate
+
+COMMANDS = [calibrate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="int8calib",
+        description="INT8 post-training calibration for TensorRT, computed with ONNX Runtime on any machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"int8calib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log.configure(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    try:
+        return int(args.run(args) or 0)
+    except Int8CalibError as exc:
+        print(f"int8calib: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("int8calib: interrupted; no output was changed", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,74 @@
+"""``int8calib calibrate``: model + data -> calibration cache / ranges / statistics."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..writers.cache import DEFAULT_TRT_VERSION
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="compute INT8 dynamic ranges and write a TensorRT calibration cache",
+        description="Run MODEL in ONNX Runtime over the calibration data and write the ranges TensorRT needs.",
+    )
+    p.add_argument("model", nargs="?", help="the ONNX model (not needed with --from-histograms)")
+
+    data = p.add_argument_group("data")
+    data.add_argument("--data", help="calibration list file, image directory, glob, .npy or .npz")
+    data.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
+    data.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32); results do not depend on it")
+    data.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed")
+    data.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
+
+    method = p.add_argument_group("method")
+    method.add_argument("--method", default="entropy2", help="calibration method (default entropy2)")
+
+    out = p.add_argument_group("outputs")
+    out.add_argument("--cache", help="TensorRT calibration cache to write (reused when valid)")
+    out.add_argument("--trt-version", type=int, default=DEFAULT_TRT_VERSION, help=f"version number in the cache header (default {DEFAULT_TRT_VERSION})")
+    out.add_argument("--ranges", help="write {tensor: amax} JSON for setDynamicRange")
+    out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
+    out.add_argument("--from-histograms", help="compute ranges from a saved statistics file instead of running the model")
+
+    run = p.add_argument_group("runtime")
+    run.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
+
+    from . import add_output_options
+
+    add_output_options(p)
+    p.set_defaults(run=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from ..api import calibrate
+    from ..errors import Int8CalibError
+    from ..util.log import logger
+
+    if args.from_histograms is None and (args.model is None or args.data is None):
+        raise Int8CalibError("calibrate needs MODEL and --data, or --from-histograms FILE")
+    result = calibrate(
+        model=args.model,
+        data=args.data,
+        preprocess=args.preprocess,
+        method=args.method,
+        batch_size=args.batch_size,
+        cache=args.cache,
+        ranges=args.ranges,
+        histograms=args.histograms,
+        from_histograms=args.from_histograms,
+        trt_version=args.trt_version,
+        providers=args.providers,
+        shuffle=args.shuffle,
+        skip_bad_images=args.skip_bad_images,
+    )
+    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms) if p) or "no file written"
+    if result.from_cache:
+        logger.info("%d tensors from the existing cache %s", len(result.amax), args.cache)
+    else:
+        logger.info(
+            "calibrated %d tensors on %d samples with %s in %.1f s -> %s",
+            len(result.amax), result.samples, result.method, result.seconds, outputs,
+        )
+    return 0

@@ -1,0 +1,55 @@
+"""The table of methods by name, and the cache algorithm each one writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import Int8CalibError
+from ..stats.histogram import Statistics, TensorHistogram
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    fn: Callable[..., float]  # (TensorHistogram, **params) -> amax
+    algorithm: str  # the TensorRT cache header's algorithm name
+    params: dict = field(default_factory=dict)  # parameter name -> default
+    doc: str = ""
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, algorithm: str, **params):
+    """Decorator: add ``fn(hist, **params) -> amax`` to the table under ``name``."""
+
+    def wrap(fn):
+        METHODS[name] = Method(name, fn, algorithm, dict(params), (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return wrap
+
+
+def available() -> list[str]:
+    return list(METHODS)
+
+
+def get(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise Int8CalibError(f"unknown method '{name}'; choose from {', '.join(METHODS)}") from None
+
+
+def compute_amax(name: str, hist: TensorHistogram, **params) -> float:
+    method = get(name)
+    unknown = set(params) - set(method.params)
+    if unknown:
+        raise Int8CalibError(f"method '{name}' takes no parameter(s) {sorted(unknown)}")
+    return float(method.fn(hist, **{**method.params, **params}))
+
+
+def compute_ranges(name: str, stats: Statistics, **params) -> dict[str, float]:
+    """amax of every tensor in ``stats`` by ``name``'s method."""
+    return {tensor: compute_amax(name, h, **params) for tensor, h in stats.tensors.items()}

@@ -1,0 +1,142 @@
+"""Reading an ONNX model and deciding which of its tensors need a dynamic range."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from ..errors import Int8CalibError
+
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+
+# Nodes whose outputs are not activations: they compute shapes, indices or constants.
+_NON_ACTIVATION_OPS = {"Constant", "ConstantOfShape", "Shape", "Size", "Range", "NonZero", "ArgMax", "ArgMin"}
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    name: str
+    shape: tuple[int | str | None, ...]  # ints for fixed dims, str / None for symbolic ones
+    dtype: np.dtype
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model insists on, or None when the batch axis is dynamic."""
+        if self.shape and isinstance(self.shape[0], int) and self.shape[0] > 0:
+            return self.shape[0]
+        return None
+
+
+def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file, raising a one-line error naming it when it is not a usable model."""
+    path = Path(path)
+    if not path.is_file():
+        raise Int8CalibError(f"{path}: model file not found")
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ValueError, ... for bad files
+        raise Int8CalibError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if not model.graph.node:
+        raise Int8CalibError(f"{path}: not an ONNX model (no graph nodes)")
+    return model
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
+    dims = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def model_inputs(model: onnx.ModelProto) -> list[InputInfo]:
+    """Graph inputs that are fed at run time (initializers listed as inputs excluded)."""
+    initializers = {i.name for i in model.graph.initializer}
+    infos = []
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        elem = vi.type.tensor_type.elem_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else np.dtype(np.float32)
+        infos.append(InputInfo(vi.name, _dims(vi), np.dtype(dtype)))
+    return infos
+
+
+def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor that shape inference can type."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # inference is best-effort; untyped tensors are checked at run time
+        inferred = model
+    types = {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for init in g.initializer:
+        types[init.name] = init.data_type
+    return types
+
+
+def calibratable_tensors(model: onnx.ModelProto) -> list[str]:
+    """Float activation tensors in graph order: the graph inputs and every node output
+    that depends on a graph input (constant sub-graphs and shape arithmetic excluded).
+
+    These are the tensors TensorRT's calibration cache holds a scale for.
+    """
+    graph = model.graph
+    types = _infer_types(model)
+    fed = {i.name for i in model_inputs(model)}
+    dynamic = set(fed)  # tensors that depend on a graph input
+    names: list[str] = [n for n in fed if types.get(n, TensorProto.FLOAT) in FLOAT_TYPES]
+    names = [vi.name for vi in graph.input if vi.name in names]
+    for node in graph.node:
+        if not any(i in dynamic for i in node.input if i):
+            continue
+        for out in node.output:
+            if not out:
+                continue
+            dynamic.add(out)
+            if node.op_type in _NON_ACTIVATION_OPS:
+                continue
+            if types.get(out, TensorProto.FLOAT) in FLOAT_TYPES:
+                names.append(out)
+    # Keep graph order, drop duplicates (a graph input may also be listed as an output).
+    seen: set[str] = set()
+    return [n for n in names if not (n in seen or seen.add(n))]
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """SHA-256 over the model file and any external data files beside it."""
+    path = Path(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    model = onnx.load(str(path), load_external_data=False)
+    locations = sorted(
+        {
+            e.value
+            for t in model.graph.initializer
+            if t.data_location == TensorProto.EXTERNAL
+            for e in t.external_data
+            if e.key == "location"
+        }
+    )
+    for loc in locations:
+        h.update(loc.encode())
+        ext = path.parent / loc
+        if ext.is_file():
+            with open(ext, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,173 @@
+"""Resolving calibration data into samples.
+
+* a list file (``calibration_list_imagenet.txt``): one path per line, relative paths
+  against the list's folder, blank lines and ``#`` comments ignored, CRLF tolerated;
+* a directory: images found recursively, sorted by path;
+* a glob pattern (``images/*.jpg``), sorted;
+* a single image, ``.npy`` (one sample, or a batch along axis 0) or ``.npz``
+  (one array per model input name, each one sample or a batch).
+
+The order is deterministic (as listed or sorted); ``shuffle=SEED`` permutes it reproducibly.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import Int8CalibError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+TENSOR_EXTENSIONS = {".npy", ".npz"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One calibration sample: an image, or row ``index`` of a tensor file (None: the whole file)."""
+
+    path: Path
+    index: int | None = None
+    origin: str = ""  # "list.txt:12" when it came from a list line, for error messages
+
+    @property
+    def kind(self) -> str:
+        suffix = self.path.suffix.lower()
+        return suffix[1:] if suffix in TENSOR_EXTENSIONS else "image"
+
+    def __str__(self) -> str:
+        where = f"{self.path}" + (f"[{self.index}]" if self.index is not None else "")
+        return f"{where} ({self.origin})" if self.origin else where
+
+
+def _read_list(path: Path) -> list[tuple[Path, str]]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise Int8CalibError(f"{path}: cannot read calibration list ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise Int8CalibError(f"{path}:{line}: calibration list is not UTF-8 text") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line).expanduser()
+        entries.append((p if p.is_absolute() else path.parent / p, f"{path}:{number}"))
+    if not entries:
+        raise Int8CalibError(f"{path}: calibration list has no entries")
+    return entries
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _expand_tensor_file(path: Path, origin: str, input_ranks: dict[str, int]) -> list[Sample]:
+    """Samples in a .npy/.npz file: one per row when it holds a batch."""
+    try:
+        if path.suffix.lower() == ".npy":
+            if len(input_ranks) != 1:
+                raise Int8CalibError(
+                    f"{path}: the model has inputs {sorted(input_ranks)}; give one .npz per sample or batch "
+                    "with an array named after each input"
+                )
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            shapes = {next(iter(input_ranks)): arr.shape}
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                missing = sorted(set(input_ranks) - set(z.files))
+                if missing:
+                    raise Int8CalibError(f"{path}: no array for model input(s) {missing} (has {sorted(z.files)})")
+                shapes = {name: z[name].shape for name in input_ranks}
+    except Int8CalibError:
+        raise
+    except FileNotFoundError:
+        raise Int8CalibError(f"{path}: tensor file not found" + (f" ({origin})" if origin else "")) from None
+    except (OSError, ValueError) as exc:
+        raise Int8CalibError(f"{path}: cannot read tensor file ({exc})") from None
+    counts = set()
+    for name, shape in shapes.items():
+        rank = input_ranks[name]
+        if len(shape) == rank:
+            counts.add(shape[0])
+        elif len(shape) == rank - 1:
+            counts.add(None)
+        else:
+            raise Int8CalibError(
+                f"{path}: array for input '{name}' has shape {list(shape)}; the input has rank {rank} "
+                f"(give one sample of rank {rank - 1} or a batch of rank {rank})"
+            )
+    if len(counts) != 1:
+        raise Int8CalibError(f"{path}: arrays disagree on the number of samples ({sorted(map(str, counts))})")
+    count = counts.pop()
+    if count is None:
+        return [Sample(path, None, origin)]
+    return [Sample(path, i, origin) for i in range(count)]
+
+
+def resolve(
+    data: "str | Path | Sequence[str | Path]",
+    input_ranks: dict[str, int] | None = None,
+    shuffle: int | None = None,
+) -> list[Sample]:
+    """Expand ``data`` into samples; ``input_ranks`` ({input: rank}) is needed for tensor files."""
+    input_ranks = input_ranks or {}
+    entries: list[tuple[Path, str]] = []
+    if isinstance(data, (list, tuple)):
+        entries = [(Path(p), "") for p in data]
+    else:
+        text = str(data)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            entries = [(p, "") for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            if not entries:
+                raise Int8CalibError(f"{path}: directory has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        elif _is_glob(text) and not path.exists():
+            entries = [(Path(p), "") for p in sorted(globlib.glob(text, recursive=True)) if Path(p).is_file()]
+            if not entries:
+                raise Int8CalibError(f"{text}: glob pattern matches no files")
+        elif path.suffix.lower() in IMAGE_EXTENSIONS | TENSOR_EXTENSIONS:
+            entries = [(path, "")]
+        elif path.is_file():
+            entries = _read_list(path)
+        else:
+            raise Int8CalibError(f"{text}: calibration data not found (expected a list file, directory, glob, image, .npy or .npz)")
+    samples: list[Sample] = []
+    for p, origin in entries:
+        if p.suffix.lower() in TENSOR_EXTENSIONS:
+            samples.extend(_expand_tensor_file(p, origin, input_ranks))
+        else:
+            samples.append(Sample(p, None, origin))
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(samples)
+    return samples
+
+
+def data_fingerprint(samples: Sequence[Sample]) -> str:
+    """SHA-256 over the sample paths, indices and file contents, in order-independent form.
+
+    Order does not change the statistics, so it does not change the fingerprint.
+    """
+    digests = []
+    file_hashes: dict[Path, str] = {}
+    for s in samples:
+        if s.path not in file_hashes:
+            h = hashlib.sha256()
+            try:
+                with open(s.path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError:
+                h.update(b"<unreadable>")
+            file_hashes[s.path] = h.hexdigest()
+        digests.append(f"{s.path}|{s.index}|{file_hashes[s.path]}")
+    return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()

@@ -1,0 +1,14 @@
+"""Statistics: exactly mergeable per-tensor histograms of |x|.
+
+Histograms are keyed on the float32 bit pattern of |x| (exponent plus the top
+``mantissa_bits`` of the mantissa), so bins do not depend on a running range: the
+counts of a calibration set are the same whatever the batch size, order or sharding,
+and ``merge(a, b)`` equals collecting a and b together. Methods re-bin them to
+TensorRT's 2048 linear bins over [0, max |x|] when they run.
+"""
+
+from .collector import StatsCollector
+from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram, merge
+from .io import load, save
+
+__all__ = ["DEFAULT_MANTISSA_BITS", "Statistics", "StatsCollector", "TensorHistogram", "load", "merge", "save"]

@@ -1,0 +1,137 @@
+"""Per-tensor histograms keyed on the float32 bit pattern, and their re-binning."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import Int8CalibError
+
+DEFAULT_MANTISSA_BITS = 8  # 256 bins per power of two: relative bin width 0.39 %
+
+
+@functools.lru_cache(maxsize=4)
+def fine_edges(mantissa_bits: int) -> np.ndarray:
+    """Lower edges of every bit-pattern bin plus the upper edge of the last finite one (float64)."""
+    n = 255 << mantissa_bits  # keys with exponent 255 hold inf / NaN
+    bits = (np.arange(n + 1, dtype=np.uint64) << np.uint64(23 - mantissa_bits)).astype(np.uint32)
+    edges = bits.view(np.float32).astype(np.float64)
+    edges[-1] = float(np.finfo(np.float32).max)
+    edges.setflags(write=False)
+    return edges
+
+
+@dataclass
+class TensorHistogram:
+    """Counts of |x| by bit-pattern bin, plus the exact signed min and max."""
+
+    counts: np.ndarray  # int64 [256 << mantissa_bits]
+    min: float = float("inf")
+    max: float = float("-inf")
+    mantissa_bits: int = DEFAULT_MANTISSA_BITS
+
+    @classmethod
+    def empty(cls, mantissa_bits: int = DEFAULT_MANTISSA_BITS) -> "TensorHistogram":
+        return cls(np.zeros(256 << mantissa_bits, np.int64), mantissa_bits=mantissa_bits)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def nonfinite(self) -> int:
+        """How many values were inf or NaN."""
+        return int(self.counts[255 << self.mantissa_bits :].sum())
+
+    @property
+    def amax(self) -> float:
+        """The observed max |x| (0.0 for an empty or all-zero tensor)."""
+        if self.min > self.max:
+            return 0.0
+        return float(max(abs(self.min), abs(self.max)))
+
+    def merge(self, other: "TensorHistogram") -> "TensorHistogram":
+        if other.mantissa_bits != self.mantissa_bits:
+            raise Int8CalibError(
+                f"cannot merge histograms of {self.mantissa_bits} and {other.mantissa_bits} mantissa bits"
+            )
+        return TensorHistogram(
+            self.counts + other.counts, min(self.min, other.min), max(self.max, other.max), self.mantissa_bits
+        )
+
+    def cdf(self, points: np.ndarray) -> np.ndarray:
+        """Number of values with |x| <= each point, counts spread uniformly within each bin.
+
+        The bin holding the observed max is cut at that max, so a spike at the max
+        (a Clip at 6.0) stays at the max instead of spreading beyond it.
+        """
+        points = np.asarray(points, dtype=np.float64)
+        finite = self.counts[: 255 << self.mantissa_bits]
+        nz = np.flatnonzero(finite)
+        if nz.size == 0:
+            return np.zeros_like(points)
+        edges = fine_edges(self.mantissa_bits)
+        lo = edges[nz]
+        top = self.amax
+        hi = np.minimum(edges[nz + 1], top)
+        lo = np.minimum(lo, hi)
+        c = finite[nz].astype(np.float64)
+        cum = np.concatenate(([0.0], np.cumsum(c)))
+        j = np.searchsorted(lo, points, side="right") - 1  # last bin starting at or below the point
+        inside = j >= 0
+        jj = np.clip(j, 0, nz.size - 1)
+        width = hi[jj] - lo[jj]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(width > 0, (points - lo[jj]) / width, 1.0)
+        frac = np.clip(frac, 0.0, 1.0)
+        return np.where(inside, cum[jj] + c[jj] * frac, 0.0)
+
+    def linear(self, bins: int = 2048, upper: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Re-bin to ``bins`` linear bins over [0, upper] (default: the observed max |x|).
+
+        Returns (counts as float64, edges). Mass above ``upper`` is not included.
+        """
+        upper = self.amax if upper is None else float(upper)
+        edges = np.linspace(0.0, upper, bins + 1)
+        if upper <= 0:
+            return np.zeros(bins), edges
+        cdf = self.cdf(edges)
+        return np.diff(cdf), edges
+
+
+@dataclass
+class Statistics:
+    """Histograms of every calibrated tensor, plus metadata on what produced them."""
+
+    tensors: dict[str, TensorHistogram] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def mantissa_bits(self) -> int:
+        return next(iter(self.tensors.values())).mantissa_bits if self.tensors else DEFAULT_MANTISSA_BITS
+
+    def __getitem__(self, name: str) -> TensorHistogram:
+        return self.tensors[name]
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+
+def merge(a: Statistics, b: Statistics) -> Statistics:
+    """Statistics of a and b's data together: exact, associative and commutative.
+
+    Tensor order follows ``a`` then tensors only ``b`` has. Metadata keeps ``a``'s
+    entries; sample counts add up.
+    """
+    tensors = dict(a.tensors)
+    for name, h in b.tensors.items():
+        tensors[name] = tensors[name].merge(h) if name in tensors else h
+    meta = dict(a.meta)
+    if "samples" in a.meta or "samples" in b.meta:
+        meta["samples"] = int(a.meta.get("samples", 0)) + int(b.meta.get("samples", 0))
+    return Statistics(tensors, meta)

@@ -1,0 +1,106 @@
+"""TensorRT's calibration cache ("calibration table"): read and write.
+
+Format (TensorRT 8.x-10.x, implicit quantization)::
+
+    TRT-8601-EntropyCalibration2
+    input: 3c010204
+    (Unnamed Layer* 46) [Constant]_output: 3f800000
+
+One line per tensor: the name exactly as in the network, ``: ``, and the scale
+(amax / 127) as the big-endian IEEE-754 float32 in hex. TensorRT writes the hex
+without zero padding (``0``), so the reader accepts 1-8 digits.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CacheFormatError
+from ..util.atomic import write_text
+
+ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
+DEFAULT_TRT_VERSION = 8601
+_HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
+_HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
+
+
+def scale_to_hex(scale: float) -> str:
+    return struct.pack(">f", scale).hex()
+
+
+def hex_to_scale(text: str) -> float:
+    return struct.unpack(">f", int(text, 16).to_bytes(4, "big"))[0]
+
+
+@dataclass
+class CalibrationCache:
+    """A parsed cache: TensorRT version number, algorithm, and {tensor: scale}."""
+
+    version: int
+    algorithm: str
+    scales: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def amax(self) -> dict[str, float]:
+        return {name: s * 127.0 for name, s in self.scales.items()}
+
+
+def format_cache(amax: dict[str, float], algorithm: str, trt_version: int = DEFAULT_TRT_VERSION) -> str:
+    """The cache text for {tensor: amax}. amax must be finite and >= 0."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown TensorRT calibration algorithm {algorithm!r}; one of {ALGORITHMS}")
+    lines = [f"TRT-{int(trt_version)}-{algorithm}"]
+    for name, a in amax.items():
+        if not math.isfinite(a) or a < 0:
+            raise ValueError(f"tensor '{name}': amax {a} is not finite and non-negative")
+        if "\n" in name or "\r" in name:
+            raise ValueError(f"tensor name {name!r} contains a line break and cannot be written to a cache")
+        lines.append(f"{name}: {scale_to_hex(a / 127.0)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_cache(path: str | Path, amax: dict[str, float], algorithm: str, trt_version: int = DEFAULT_TRT_VERSION) -> None:
+    write_text(path, format_cache(amax, algorithm, trt_version))
+
+
+def parse_cache(text: str, source: str = "calibration cache") -> CalibrationCache:
+    """Parse cache text; errors name the source and line number."""
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise CacheFormatError(f"{source}:1: empty calibration cache (expected a 'TRT-<version>-<algorithm>' header)")
+    m = _HEADER.match(lines[0].strip())
+    if not m:
+        raise CacheFormatError(f"{source}:1: bad header {lines[0][:80]!r} (expected 'TRT-<version>-<algorithm>')")
+    cache = CalibrationCache(int(m.group(1)), m.group(2))
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        name, sep, value = line.rpartition(":")
+        value = value.strip()
+        if not sep or not name:
+            raise CacheFormatError(f"{source}:{number}: expected '<tensor>: <hex scale>', got {line[:80]!r}")
+        if not _HEX.match(value):
+            raise CacheFormatError(f"{source}:{number}: bad hex scale {value[:20]!r} for tensor '{name}'")
+        if name in cache.scales:
+            raise CacheFormatError(f"{source}:{number}: duplicate tensor '{name}'")
+        cache.scales[name] = hex_to_scale(value)
+    return cache
+
+
+def read_cache(path: str | Path) -> CalibrationCache:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CacheFormatError(f"{path}: calibration cache not found") from None
+    except OSError as exc:
+        raise CacheFormatError(f"{path}: cannot read calibration cache ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CacheFormatError(f"{path}: not a text calibration cache (byte {exc.start} is not UTF-8)") from None
+    return parse_cache(text, str(path))
