@@ -17,7 +17,10 @@ the GPU instead.
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -28,7 +31,7 @@ from .batching import Batch, BatchLoader
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
-from .runner import ActivationRunner
+from .runner import ActivationRunner, RunnerSpec
 from .runner.model import InputInfo
 from .sources import Sample, resolve
 from .stats import Statistics, StatsCollector
@@ -160,39 +163,125 @@ def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str,
     return {k: (v[:n] if v.ndim and v.shape[0] == padded else v) for k, v in activations.items()}
 
 
-def collect_statistics(calibrator: Calibrator, runner: ActivationRunner, meta: dict | None = None) -> Statistics:
-    """Pull every batch from ``calibrator``, run it, and histogram the activations."""
+DEFAULT_MAX_MEMORY = 1 << 30  # activation bytes one step may hold; see docs/performance.md
+# One step holds the activations ORT is producing, the copies it returns and the previous
+# step's activations still being histogrammed: about three times one run's outputs.
+_LIVE_COPIES = 3
+
+
+def parse_size(text: "str | int | None") -> int | None:
+    """'1.5G', '800M', '64k', '2GiB' or a number of bytes -> bytes (None stays None)."""
+    if text is None or isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise Int8CalibError(f"cannot read memory size {text!r} (use e.g. 1.5G, 800M)")
+    return int(float(match.group(1)) * (1 << (10 * " KMGT".index(match.group(2).upper() or " "))))
+
+
+class _StepSizer:
+    """How many samples one ONNX Runtime run may take under a memory budget.
+
+    The first run takes a single sample and measures its activation bytes; later runs
+    take as many as the budget allows. Statistics are exact sums, so splitting a batch
+    this way changes nothing in the result.
+    """
+
+    def __init__(self, max_memory: int):
+        self.max_memory = max_memory
+        self.rows: int | None = None  # None until measured
+
+    def measure(self, activations: dict[str, np.ndarray], samples: int) -> None:
+        per_sample = max(1, sum(v.nbytes for v in activations.values()) // max(1, samples))
+        self.rows = max(1, self.max_memory // (_LIVE_COPIES * per_sample))
+        logger.debug("activations: %.1f MB per sample; %d sample(s) per run", per_sample / 1e6, self.rows)
+
+
+def _steps(batch: Batch, sizer: _StepSizer, fixed_batch: int | None) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """(feeds, real samples) for each run over ``batch``; a fixed-batch model takes it whole."""
+    if fixed_batch is not None:
+        yield batch.feeds, batch.n
+        return
+    start = 0
+    while start < batch.n:
+        rows = 1 if sizer.rows is None else sizer.rows
+        yield {k: v[start : start + rows] for k, v in batch.feeds.items()}, min(rows, batch.n - start)
+        start += rows
+
+
+def collect_statistics(
+    calibrator: Calibrator,
+    runner: ActivationRunner,
+    meta: dict | None = None,
+    max_memory: "int | str | None" = None,
+    threads: int | None = None,
+    allow_empty: bool = False,
+) -> Statistics:
+    """Pull every batch from ``calibrator``, run it, and histogram the activations.
+
+    Each batch runs in steps of as many samples as ``max_memory`` (bytes of live
+    activations, default 1 GiB) allows, so peak memory does not grow with the batch
+    size or the number of samples. Histogramming of one step runs on ``threads``
+    threads (default: one per core) while ONNX Runtime computes the next step, and
+    the next batch is decoded in the background meanwhile.
+    """
     names = [i.name for i in runner.inputs]
+    sizer = _StepSizer(parse_size(max_memory) or DEFAULT_MAX_MEMORY)
+    fixed = calibrator.loader.fixed_batch
     collector = StatsCollector()
     bar = progress_bar(len(calibrator.loader.samples), "collecting", "img")
+    pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1, thread_name_prefix="int8calib-hist")
     try:
         while (arrays := calibrator.get_batch(names)) is not None:
-            n = calibrator.valid_samples
-            activations = runner.run(dict(zip(names, arrays)))
-            collector.collect(_unpad(activations, n, arrays[0].shape[0]), samples=n)
-            bar.update(len(calibrator.batch.samples))
+            batch = calibrator.batch
+            for feeds, n in _steps(batch, sizer, fixed):
+                padded = next(iter(feeds.values())).shape[0]
+                activations = _unpad(runner.run(feeds), n, padded)
+                if sizer.rows is None:
+                    sizer.measure(activations, n)
+                collector.submit(activations, pool, samples=n)
+                del activations, feeds  # the collector's tasks hold the only references now
+            bar.update(len(batch.samples))
+        stats = collector.result(meta)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-    if collector.samples == 0:
+    if collector.samples == 0 and not allow_empty:
         raise Int8CalibError("no calibration sample could be loaded")
-    return collector.result(meta)
+    return stats
 
 
 def run_calibrator(
     calibrator: Calibrator,
-    runner: ActivationRunner,
+    runner: "ActivationRunner | RunnerSpec",
     trt_version: int = DEFAULT_TRT_VERSION,
     meta: dict | None = None,
+    *,
+    max_memory: "int | str | None" = None,
+    workers: int = 1,
     **method_params,
 ) -> CalibrationResult:
-    """Drive ``calibrator`` the way TensorRT's builder does, with ONNX Runtime as the network."""
+    """Drive ``calibrator`` the way TensorRT's builder does, with ONNX Runtime as the network.
+
+    ``workers > 1`` collects in that many processes (``runner`` may then be a
+    :class:`RunnerSpec`, so this process never loads the model).
+    """
     start = time.perf_counter()
     cached = calibrator.read_calibration_cache()
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
         logger.info("using calibration cache %s (%d tensors); no data read", calibrator.cache_file, len(cache.scales))
         return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
-    stats = collect_statistics(calibrator, runner, meta)
+    if workers > 1:
+        from .workers import collect_in_processes
+
+        stats = collect_in_processes(calibrator, runner, meta, workers, max_memory)
+    else:
+        if isinstance(runner, RunnerSpec):
+            runner = runner.build()
+        stats = collect_statistics(calibrator, runner, meta, max_memory=max_memory)
+    if stats.meta.get("samples", 0) == 0:
+        raise Int8CalibError("no calibration sample could be loaded")
     amax = compute_ranges(calibrator.method, stats, **method_params)
     calibrator.write_calibration_cache(format_cache(amax, calibrator.get_algorithm(), trt_version).encode())
     return CalibrationResult(

@@ -1,5 +1,7 @@
 """Batching: load and preprocess samples into feed dicts of the model's batch shape."""
 
 from .loader import Batch, BatchLoader
+from .prefetch import prefetch
+from .shard import parse_shard, shard
 
-__all__ = ["Batch", "BatchLoader"]
+__all__ = ["Batch", "BatchLoader", "parse_shard", "prefetch", "shard"]

@@ -18,6 +18,7 @@ from ..preprocess import Preprocess
 from ..runner.model import InputInfo
 from ..sources import Sample
 from ..util.log import logger
+from .prefetch import prefetch
 
 
 @dataclass
@@ -37,6 +38,7 @@ class BatchLoader:
         preprocess: Preprocess | None = None,
         batch_size: int = 32,
         skip_bad: bool = False,
+        prefetch: int = 1,
     ):
         if batch_size < 1:
             raise Int8CalibError(f"--batch-size must be >= 1, got {batch_size}")
@@ -46,6 +48,7 @@ class BatchLoader:
         self.inputs = list(inputs)
         self.preprocess = preprocess
         self.skip_bad = skip_bad
+        self.prefetch = prefetch  # batches loaded ahead in a background thread
         self.skipped: list[str] = []
         fixed = {i.fixed_batch for i in self.inputs} - {None}
         self.fixed_batch = fixed.pop() if len(fixed) == 1 else None
@@ -84,6 +87,9 @@ class BatchLoader:
         }
 
     def __iter__(self) -> Iterator[Batch]:
+        return prefetch(self._load_batches(), self.prefetch)
+
+    def _load_batches(self) -> Iterator[Batch]:
         for start in range(0, len(self.samples), self.batch_size):
             chunk = self.samples[start : start + self.batch_size]
             rows, used = [], []

@@ -12,9 +12,9 @@ import sys
 from .. import __version__
 from ..errors import Int8CalibError
 from ..util import log
-from . import calibrate
+from . import calibrate, collect, merge
 
-COMMANDS = [calibrate]
+COMMANDS = [calibrate, collect, merge]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,9 @@ def register(sub) -> None:
 
     run = p.add_argument_group("runtime")
     run.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
+    from .collect import add_collection_options
+
+    add_collection_options(p)
 
     from . import add_output_options
 
@@ -62,6 +65,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         providers=args.providers,
         shuffle=args.shuffle,
         skip_bad_images=args.skip_bad_images,
+        tensors=args.tensors,
+        max_memory=args.max_memory,
+        workers=args.workers,
     )
     outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms) if p) or "no file written"
     if result.from_cache:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -42,17 +43,36 @@ class ActivationRunner:
         import onnxruntime as ort
 
         self.model_path = Path(model) if not isinstance(model, onnx.ModelProto) else None
-        proto = load_model(model) if self.model_path is not None else model
+        # External weights stay on disk: only the graph is parsed and re-serialised, so
+        # a model above protobuf's 2 GB limit loads, and ORT maps the weights itself.
+        proto = load_model(model, load_external_data=False) if self.model_path is not None else model
         self.inputs = model_inputs(proto)
         self.tensors = list(tensors) if tensors is not None else calibratable_tensors(proto)
+        if tensors is not None:
+            known = {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
+            unknown = [t for t in self.tensors if t not in known]
+            if unknown:
+                raise Int8CalibError(f"{self.model_path or 'model'}: no tensor(s) {unknown[:5]} in the graph")
         available = ort.get_available_providers()
         providers = list(providers or ["CPUExecutionProvider"])
+        self.providers = providers
         missing = [p for p in providers if p not in available]
         if missing:
             raise Int8CalibError(f"ONNX Runtime provider(s) {missing} not available; available: {available}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.log_severity_level = 3
+        # Histogramming threads run beside ORT: idle ORT workers must sleep, not spin
+        # (spinning cost ~40% throughput on 2 cores, measured in benchmarks/calibration_speed.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Exposed outputs make each run's footprint large; without the arena freed
+        # memory goes back to the OS instead of staying reserved at the largest batch.
+        options.enable_cpu_mem_arena = False
+        if self.model_path is not None:
+            # The serialised graph below has no path; external data resolves against the model's folder.
+            options.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(self.model_path.resolve().parent)
+            )
         exposed = _expose(proto, self.tensors)
         try:
             self.session = ort.InferenceSession(exposed.SerializeToString(), options, providers=providers)
@@ -78,3 +98,23 @@ class ActivationRunner:
 
     def run_outputs(self, feeds: Mapping[str, np.ndarray], names: Iterable[str]) -> list[np.ndarray]:
         return self.session.run(list(names), dict(feeds))
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What a worker process needs to build its own :class:`ActivationRunner`."""
+
+    model: str
+    providers: tuple[str, ...] | None = None
+    tensors: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, runner: "ActivationRunner | RunnerSpec") -> "RunnerSpec":
+        if isinstance(runner, RunnerSpec):
+            return runner
+        if runner.model_path is None:
+            raise Int8CalibError("collecting in several processes needs the model as a file path")
+        return cls(str(runner.model_path), tuple(runner.providers), tuple(runner.tensors))
+
+    def build(self, intra_op_threads: int = 0) -> ActivationRunner:
+        return ActivationRunner(self.model, self.providers, self.tensors, intra_op_threads)

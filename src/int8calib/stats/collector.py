@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
 from typing import Mapping
 
 import numpy as np
@@ -12,7 +13,15 @@ from .kernels import accumulate
 
 
 class StatsCollector:
-    """Histograms |x| of every tensor it is given; never keeps the activations."""
+    """Histograms |x| of every tensor it is given; never keeps the activations.
+
+    ``collect`` histograms in the calling thread. ``submit`` spreads the tensors of a
+    batch over ``executor`` threads (the kernel releases the GIL) and returns at once,
+    so the caller can run the next batch meanwhile; a tensor is only ever updated by
+    one task at a time because ``submit`` first waits for the previous batch.
+    Counts are integers and min/max are exact, so the result does not depend on the
+    order in which tensors or batches are added.
+    """
 
     def __init__(self, mantissa_bits: int = DEFAULT_MANTISSA_BITS):
         if not 0 <= mantissa_bits <= 12:
@@ -22,25 +31,55 @@ class StatsCollector:
 
     def reset(self) -> None:
         self._hists: dict[str, TensorHistogram] = {}
+        self._pending: list[Future] = []
         self.batches = 0
         self.samples = 0
 
+    def _histogram(self, name: str) -> TensorHistogram:
+        h = self._hists.get(name)
+        if h is None:
+            h = self._hists[name] = TensorHistogram.empty(self.mantissa_bits)
+        return h
+
+    def _add(self, name: str, h: TensorHistogram, value: np.ndarray, batch: int) -> None:
+        before = h.nonfinite
+        lo, hi = accumulate(value, h.counts, self.mantissa_bits)
+        h.min, h.max = min(h.min, lo), max(h.max, hi)
+        if h.nonfinite != before:
+            raise Int8CalibError(
+                f"tensor '{name}': {h.nonfinite - before} NaN/Inf value(s) in calibration batch {batch} "
+                "(check the input data and preprocessing)"
+            )
+
     def collect(self, activations: Mapping[str, np.ndarray], samples: int = 0) -> None:
         """Add one batch of activations; NaN or Inf in a tensor is an error naming it."""
+        self.wait()
         for name, value in activations.items():
-            h = self._hists.get(name)
-            if h is None:
-                h = self._hists[name] = TensorHistogram.empty(self.mantissa_bits)
-            before = h.nonfinite
-            lo, hi = accumulate(value, h.counts, self.mantissa_bits)
-            h.min, h.max = min(h.min, lo), max(h.max, hi)
-            if h.nonfinite != before:
-                raise Int8CalibError(
-                    f"tensor '{name}': {h.nonfinite - before} NaN/Inf value(s) in calibration batch {self.batches} "
-                    "(check the input data and preprocessing)"
-                )
+            self._add(name, self._histogram(name), value, self.batches)
         self.batches += 1
         self.samples += samples
 
+    def submit(self, activations: Mapping[str, np.ndarray], executor: Executor, samples: int = 0) -> None:
+        """Like ``collect``, on ``executor``'s threads; returns before the work is done.
+
+        Large tensors are submitted first so the threads finish together.
+        """
+        self.wait()
+        batch = self.batches
+        hists = {name: self._histogram(name) for name in activations}  # created in the caller's order
+        items = sorted(activations.items(), key=lambda kv: -kv[1].size)
+        self._pending = [executor.submit(self._add, name, hists[name], value, batch) for name, value in items]
+        self.batches += 1
+        self.samples += samples
+
+    def wait(self) -> None:
+        """Block until every submitted batch is histogrammed; re-raise the first error."""
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        for exc in errors:
+            if exc is not None:
+                raise exc
+
     def result(self, meta: dict | None = None) -> Statistics:
+        self.wait()
         return Statistics(dict(self._hists), {**(meta or {}), "samples": self.samples})

@@ -1,0 +1,85 @@
+"""The compiled histogram kernel against an independent numpy computation of the same bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from int8calib.stats.kernels import accumulate
+
+
+def reference(values: np.ndarray, mantissa_bits: int) -> tuple[np.ndarray, float, float]:
+    """Bins from the float's parts (frexp), not from its bit pattern: exponent field and
+    the top mantissa bits of |x|, computed in float64 arithmetic."""
+    a = np.abs(values.astype(np.float64)).ravel()
+    keys = np.empty(a.size, np.int64)
+    finite = np.isfinite(a)
+    normal = finite & (a >= np.finfo(np.float32).tiny)
+    mant, exp = np.frexp(a[normal])  # a = mant * 2**exp, mant in [0.5, 1)
+    field = exp - 1 + 127  # the biased exponent of a normal float32
+    frac = mant * 2 - 1  # the fraction in [0, 1)
+    keys[normal] = (field << mantissa_bits) + np.floor(frac * (1 << mantissa_bits)).astype(np.int64)
+    sub = finite & ~normal  # zero and denormals: exponent field 0, fraction a / 2**-126
+    keys[sub] = np.floor(a[sub] / 2.0**-126 * (1 << mantissa_bits)).astype(np.int64)
+    nan = np.isnan(a)
+    inf = np.isinf(a)
+    keys[inf] = 255 << mantissa_bits
+    # NaN: exponent 255 and a non-zero fraction; only its bin range is fixed, so map each via its bits.
+    bits = np.abs(values.astype(np.float32)).ravel().view(np.uint32)
+    keys[nan] = (bits[nan] & 0x7FFFFFFF) >> (23 - mantissa_bits)
+    counts = np.bincount(keys, minlength=256 << mantissa_bits)
+    real = values.ravel()[~nan]
+    lo = float(real.min()) if real.size else float("inf")
+    hi = float(real.max()) if real.size else float("-inf")
+    return counts, lo, hi
+
+
+special = st.sampled_from(
+    [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.1754942e-38, 1.1754944e-38, 3.4028235e38, -3.4028235e38, 6.0]
+)
+floats32 = st.one_of(st.floats(width=32, allow_nan=True, allow_infinity=True), special)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=hnp.arrays(np.float32, st.integers(0, 300), elements=floats32),
+    mantissa_bits=st.sampled_from([0, 3, 8]),
+)
+def test_kernel_matches_independent_binning(values, mantissa_bits):
+    counts = np.zeros(256 << mantissa_bits, np.int64)
+    lo, hi = accumulate(values, counts, mantissa_bits)
+    want, want_lo, want_hi = reference(values, mantissa_bits)
+    np.testing.assert_array_equal(counts, want)
+    assert (lo, hi) == (want_lo, want_hi)
+
+
+def test_negative_zero_and_denormals_by_hand():
+    values = np.array([-0.0, 0.0, 2.0**-149, -(2.0**-127), 1.0, -1.0, -1.5], np.float32)
+    counts = np.zeros(256 << 8, np.int64)
+    lo, hi = accumulate(values, counts, 8)
+    assert counts[0] == 3  # +0, -0 and the smallest denormal (fraction 2**-23 < 1/256)
+    assert counts[128] == 1  # -2**-127: exponent field 0, fraction 0.5 -> bin 128
+    assert counts[127 << 8] == 2  # |+-1.0|: exponent 127, fraction 0
+    assert counts[(127 << 8) + 128] == 1  # |-1.5|: fraction 0.5
+    assert counts.sum() == values.size
+    assert (lo, hi) == (-1.5, 1.0)
+
+
+def test_accumulates_into_existing_counts_and_handles_views():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    counts = np.zeros(256 << 8, np.int64)
+    accumulate(x[:2], counts, 8)
+    accumulate(x[2:, :, ::2], counts, 8)  # a non-contiguous view
+    want = reference(x[:2], 8)[0] + reference(np.ascontiguousarray(x[2:, :, ::2]), 8)[0]
+    np.testing.assert_array_equal(counts, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_other_float_types_are_binned_as_float32(dtype):
+    x = np.array([0.5, -3.25, 1e-3], dtype)
+    counts = np.zeros(256 << 8, np.int64)
+    accumulate(x, counts, 8)
+    np.testing.assert_array_equal(counts, reference(x.astype(np.float32), 8)[0])
