@@ -65,9 +65,10 @@ class ActivationRunner:
         # Histogramming threads run beside ORT: idle ORT workers must sleep, not spin
         # (spinning cost ~40% throughput on 2 cores, measured in benchmarks/calibration_speed.py).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Exposed outputs make each run's footprint large; without the arena freed
-        # memory goes back to the OS instead of staying reserved at the largest batch.
-        options.enable_cpu_mem_arena = False
+        # The memory arena stays on: every run's exposed outputs (tens of MB per sample)
+        # would otherwise be fresh pages, and the page faults cost more CPU than the
+        # inference itself (measured: 2x CPU per batch on EfficientNet-Lite0). The
+        # arena is bounded by the largest step, which --max-memory caps.
         if self.model_path is not None:
             # The serialised graph below has no path; external data resolves against the model's folder.
             options.add_session_config_entry(
