@@ -164,8 +164,9 @@ def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str,
 
 
 DEFAULT_MAX_MEMORY = 1 << 30  # activation bytes one step may hold; see docs/performance.md
-# One step holds the activations ORT is producing, the copies it returns and the previous
-# step's activations still being histogrammed: about three times one run's outputs.
+# While one step runs, memory holds its outputs in ORT's arena, the arrays handed to
+# Python, and the previous step's activations still being histogrammed: budget three
+# times one run's outputs (measured peak is lower, see docs/performance.md).
 _LIVE_COPIES = 3
 
 
@@ -192,9 +193,9 @@ class _StepSizer:
         self.rows: int | None = None  # None until measured
 
     def measure(self, activations: dict[str, np.ndarray], samples: int) -> None:
-        per_sample = max(1, sum(v.nbytes for v in activations.values()) // max(1, samples))
-        self.rows = max(1, self.max_memory // (_LIVE_COPIES * per_sample))
-        logger.debug("activations: %.1f MB per sample; %d sample(s) per run", per_sample / 1e6, self.rows)
+        self.per_sample = max(1, sum(v.nbytes for v in activations.values()) // max(1, samples))
+        self.rows = max(1, self.max_memory // (_LIVE_COPIES * self.per_sample))
+        logger.debug("activations: %.1f MB per sample; %d sample(s) per run", self.per_sample / 1e6, self.rows)
 
 
 def _steps(batch: Batch, sizer: _StepSizer, fixed_batch: int | None) -> Iterator[tuple[dict[str, np.ndarray], int]]:
@@ -239,6 +240,11 @@ def collect_statistics(
                 activations = _unpad(runner.run(feeds), n, padded)
                 if sizer.rows is None:
                     sizer.measure(activations, n)
+                    if fixed is not None and sizer.rows < fixed:
+                        logger.warning(
+                            "the model's batch size is fixed at %d: runs cannot be split to stay under "
+                            "--max-memory (%.0f MB of activations per run)", fixed, sizer.per_sample * fixed / 1e6,
+                        )
                 collector.submit(activations, pool, samples=n)
                 del activations, feeds  # the collector's tasks hold the only references now
             bar.update(len(batch.samples))
