@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 
+from .plotting import HEIGHT_PX, WIDTH_PX
 from .ranking import TensorSummary
 
 READY_MARKER = "int8calib-report-ready"  # the script sets <body data-ready=...> once sorting is wired up
@@ -23,7 +24,7 @@ tr.flag td:first-child{color:#b00}
 .card{width:250px;border:1px solid #ddd;border-radius:4px;padding:4px;font-size:11px}
 .card.flag{border-color:#d88}
 .card .name{font-weight:600;overflow-wrap:anywhere}
-.card img{display:block;width:240px;height:130px}
+.card img{display:block}
 .sw{display:inline-block;width:14px;height:3px;vertical-align:middle;margin:0 3px 0 8px}
 li{margin-bottom:3px}
 """
@@ -131,7 +132,7 @@ def _card(i: int, s: TensorSummary, png: str, colors: dict[str, str], chosen: st
     sqnr = f" &middot; SQNR {s.sqnr_db:.1f} dB" if s.sqnr_db is not None else ""
     return (
         f'<div class="card{" flag" if s.reasons else ""}" id="{anchor(i)}"><div class="name">{_e(s.name)}</div>'
-        f'<img alt="|x| histogram of {_e(s.name)}" src="data:image/png;base64,{png}">'
+        f'<img width="{WIDTH_PX}" height="{HEIGHT_PX}" alt="|x| histogram of {_e(s.name)}" src="data:image/png;base64,{png}">'
         f"<div><b>amax {s.chosen_amax:.4g}</b> ({_e(chosen)}) &middot; clipped {s.clipped:.3%}"
         f" &middot; max {s.max_abs:.4g}{sqnr}</div><div>{values}</div></div>"
     )

@@ -19,8 +19,9 @@ from .ranking import INT8_LEVELS, TensorSummary
 BINS_PER_OCTAVE = 16
 OCTAVES_SHOWN = 14  # INT8 rounds |x| below 2^-8 of amax to 0: show that and a few octaves more
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
-FIGSIZE = (2.5, 1.35)  # inches; at DPI 96 a 240 x 130 px image
+WIDTH_PX, HEIGHT_PX = 240, 130
 DPI = 96
+FIGSIZE = ((WIDTH_PX + 0.5) / DPI, (HEIGHT_PX + 0.5) / DPI)  # matplotlib truncates to whole pixels
 FONT_SIZE = 6.5
 
 
@@ -46,6 +47,7 @@ class _Plot:
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
+            from matplotlib.patches import Rectangle
         except ImportError:
             raise Int8CalibError("the report needs matplotlib: pip install 'int8calib[report]'") from None
         self.fig = Figure(figsize=FIGSIZE, dpi=DPI)
@@ -58,8 +60,8 @@ class _Plot:
         ax.set_xlim(1e-3, 1.0)
         ax.set_ylim(0.7, 10.0)
         # what INT8 loses: everything above amax saturates, |x| < step / 2 rounds to 0
-        self.clipped = ax.axvspan(0.5, 1.0, color="#d62728", alpha=0.12, linewidth=0)
-        self.zeroed = ax.axvspan(1e-3, 2e-3, color="#000000", alpha=0.07, linewidth=0)
+        self.clipped = self._band(Rectangle, "#d62728", 0.12)
+        self.zeroed = self._band(Rectangle, "#000000", 0.07)
         self.bars = ax.stairs([1.0], [1e-3, 1.0], fill=True, color="#b8c4d6", linewidth=0)
         self.lines = {}
         for m in methods:
@@ -68,6 +70,13 @@ class _Plot:
                                        linestyle="-" if chosen else (0, (3, 2)), zorder=3 if chosen else 2)
         self.empty = ax.text(0.5, 0.5, "all values are 0", ha="center", va="center",
                              transform=ax.transAxes, fontsize=FONT_SIZE + 1)
+
+    def _band(self, rectangle, color: str, alpha: float):
+        """A full-height band between two |x| values (x in data, y in axes coordinates)."""
+        band = rectangle((0.5, 0.0), 0.5, 1.0, transform=self.ax.get_xaxis_transform(),
+                         color=color, alpha=alpha, linewidth=0)
+        self.ax.add_patch(band)
+        return band
 
     def png(self, hist: TensorHistogram, summary: TensorSummary) -> bytes:
         counts, edges = log_bins(hist)
