@@ -115,14 +115,16 @@ def _table(summaries: list[TensorSummary], methods: list[str], chosen: str, with
     return f'<table id="tensors"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(rows) + "\n</tbody></table>"
 
 
-def _where(flagged: list[TensorSummary], index: dict[str, int]) -> str:
+def _where(flagged: list[TensorSummary], index: dict[str, int], n_flagged: int) -> str:
     if not flagged:
         return "<p>Nothing stands out: no tensor crosses any of the thresholds below.</p>"
+    more = f" (the {len(flagged)} highest scores shown; sort the table by score for all)" if n_flagged > len(flagged) else ""
+    head = f"<p>{n_flagged} of {len(index)} tensors are flagged{more}.</p>"
     items = [
         f'<li><a href="#{anchor(index[s.name])}"><code>{_e(s.name)}</code></a>: {_e("; ".join(s.reasons))}</li>'
         for s in flagged
     ]
-    return "<ol>" + "".join(items) + "</ol>"
+    return head + "<ol>" + "".join(items) + "</ol>"
 
 
 def _card(i: int, s: TensorSummary, png: str, colors: dict[str, str], chosen: str) -> str:
@@ -183,7 +185,7 @@ def render(
 {_key_values(header) if header else ""}
 {evaluation_html}
 <h2>Where to look</h2>
-{_where(flagged, index)}
+{_where(flagged, index, sum(1 for s in summaries if s.reasons))}
 <p class="meta">Flags: {_e(thresholds)}</p>
 <h2>Tensors</h2>
 <p class="meta">Click a column to sort. <i>clipped</i>: share of values above the chosen amax;

@@ -14,8 +14,8 @@ import numpy as np
 from ..stats.histogram import Statistics, TensorHistogram, fine_edges
 
 # Thresholds above which a number becomes a reason to look at a tensor.
-CLIPPED_FLAG = 1e-3  # more than 0.1 % of the values saturate at amax
-SPREAD_FLAG = 2.0  # the methods' amax differ by more than 2x
+CLIPPED_FLAG = 0.01  # more than 1 % of the values saturate at amax (entropy often clips ~0.1 %)
+SPREAD_FLAG = 3.0  # the methods' amax differ by more than 3x
 TAIL_FLAG = 10.0  # max |x| is more than 10x the 99.99th percentile of |x|
 UNDERFLOW_FLAG = 0.5  # more than half of the non-zero values round to zero
 SQNR_FLAG_DB = 20.0  # per-layer SQNR below 20 dB (about 1 % noise power)
@@ -90,7 +90,8 @@ def _score(s: TensorSummary) -> None:
     """Add a reason (and a share of the score) for every number past its threshold."""
     parts: list[tuple[float, str]] = []
     if s.sqnr_db is not None and s.sqnr_db < SQNR_FLAG_DB:
-        parts.append((2.0 + (SQNR_FLAG_DB - s.sqnr_db) / 5.0, f"low per-layer SQNR: {s.sqnr_db:.1f} dB"))
+        # measured damage outranks the signs of it below
+        parts.append((3.0 + (SQNR_FLAG_DB - s.sqnr_db) / 2.5, f"low per-layer SQNR: {s.sqnr_db:.1f} dB"))
     if s.clipped > CLIPPED_FLAG:
         parts.append((math.log10(s.clipped / CLIPPED_FLAG) + 1.0,
                       f"clips {s.clipped:.2%} of values at amax {s.chosen_amax:.4g} (max |x| {s.max_abs:.4g})"))
