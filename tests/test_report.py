@@ -11,21 +11,29 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from tinymodels import residual_cnn
 
-pytest.importorskip("matplotlib")
-
-from int8calib.errors import Int8CalibError  # noqa: E402
-from int8calib.methods import available, compute_ranges  # noqa: E402
-from int8calib.report import method_ranges, write_report  # noqa: E402
-from int8calib.report.html import READY_MARKER  # noqa: E402
-from int8calib.report.ranking import quantile, summarize, summarize_tensor, where_to_look  # noqa: E402
-from int8calib.stats import Statistics, StatsCollector  # noqa: E402
+from int8calib.errors import Int8CalibError
+from int8calib.methods import available, compute_ranges
+from int8calib.report import method_ranges, write_report
+from int8calib.report.html import READY_MARKER
+from int8calib.report.ranking import quantile, summarize, summarize_tensor, where_to_look
+from int8calib.stats import Statistics, StatsCollector
 
 CONSOLE_ERROR = r"CONSOLE[^\n]*(Uncaught|Error)"  # how --enable-logging=stderr reports page errors
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def plots():
+    """Pages need matplotlib (the test extra has it): skip locally without it, fail in CI."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            pytest.fail("matplotlib is missing: install int8calib[test]")
+        pytest.skip("matplotlib not installed")
 
 
 def _hist(values):
@@ -85,38 +93,16 @@ def test_ranking_reasons_come_from_the_numbers(rng):
 
 # ---- the page ----------------------------------------------------------------
 
-def _tiny_model(path: Path) -> Path:
-    """x[N,4] -> MatMul -> Relu -> Clip(0, 6) -> MatMul -> y[N,3]."""
-    w1 = numpy_helper.from_array(np.linspace(-2, 3, 32, dtype=np.float32).reshape(4, 8), "w1")
-    w2 = numpy_helper.from_array(np.linspace(1, -1, 24, dtype=np.float32).reshape(8, 3), "w2")
-    lo = numpy_helper.from_array(np.array(0, np.float32), "lo")
-    hi = numpy_helper.from_array(np.array(6, np.float32), "hi")
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w1"], ["h"]),
-            helper.make_node("Relu", ["h"], ["r"]),
-            helper.make_node("Clip", ["r", "lo", "hi"], ["c"]),
-            helper.make_node("MatMul", ["c", "w2"], ["y"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        [w1, w2, lo, hi],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, path)
-    return path
-
-
 @pytest.fixture
 def tiny(tmp_path, rng):
-    model = _tiny_model(tmp_path / "tiny.onnx")
+    model = tmp_path / "tiny.onnx"
+    residual_cnn(model)
     data = tmp_path / "x.npy"
-    np.save(data, (rng.standard_normal((48, 4)) * 2).astype(np.float32))
+    np.save(data, (rng.standard_normal((48, 3, 8, 8)) * 2).astype(np.float32))
     return model, data
 
 
-def test_calibrate_writes_a_self_contained_report(tiny, tmp_path):
+def test_calibrate_writes_a_self_contained_report(plots, tiny, tmp_path):
     from int8calib.api import calibrate
 
     model, data = tiny
@@ -140,7 +126,7 @@ def test_calibrate_writes_a_self_contained_report(tiny, tmp_path):
     assert all(src.startswith(("data:", "#")) for src in re.findall(r'(?:src|href)="([^"]*)"', page))
 
 
-def test_cli_report_option(tiny, tmp_path):
+def test_cli_report_option(plots, tiny, tmp_path):
     from int8calib.cli import main
 
     model, data = tiny
@@ -149,7 +135,7 @@ def test_cli_report_option(tiny, tmp_path):
     assert "chosen method <b>minmax</b>" in out.read_text()
 
 
-def test_sqnr_and_evaluation_appear(rng, tmp_path):
+def test_sqnr_and_evaluation_appear(plots, rng, tmp_path):
     stats = Statistics({"a": _hist(rng.standard_normal(1000)), "b<&>": _hist(rng.standard_normal(1000))})
     ranges = method_ranges(stats)
     out = tmp_path / "r.html"
@@ -162,7 +148,7 @@ def test_sqnr_and_evaluation_appear(rng, tmp_path):
     assert "b&lt;&amp;&gt;" in page and "b<&>" not in page  # names are escaped
 
 
-def test_bad_calls_are_user_errors(rng, tmp_path):
+def test_bad_calls_are_user_errors(plots, rng, tmp_path):
     stats = Statistics({"a": _hist(rng.standard_normal(100))})
     with pytest.raises(Int8CalibError, match="chosen method 'entropy2'"):
         write_report(tmp_path / "r.html", stats, {"minmax": {"a": 1.0}}, "entropy2")
@@ -188,7 +174,7 @@ def _browse(chromium: str, url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-def test_report_renders_in_headless_chromium(rng, tmp_path):
+def test_report_renders_in_headless_chromium(plots, rng, tmp_path):
     chromium = _chromium()
     bulk = rng.standard_normal(20_000)
     stats = Statistics({
@@ -228,7 +214,7 @@ def test_report_renders_in_headless_chromium(rng, tmp_path):
     assert len(image.getcolors(1 << 20)) > 50  # text and plots, not a blank page
 
 
-def test_docs_example_runs(tmp_path, monkeypatch):
+def test_docs_example_runs(plots, tmp_path, monkeypatch):
     page = (Path(__file__).resolve().parents[1] / "docs" / "report.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
     assert blocks
