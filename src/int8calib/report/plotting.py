@@ -52,7 +52,7 @@ class _Plot:
             raise Int8CalibError("the report needs matplotlib: pip install 'int8calib[report]'") from None
         self.fig = Figure(figsize=FIGSIZE, dpi=DPI)
         FigureCanvasAgg(self.fig)
-        self.fig.subplots_adjust(left=0.15, right=0.97, bottom=0.14, top=0.96)
+        self.fig.subplots_adjust(left=0.15, right=0.93, bottom=0.14, top=0.96)  # room for a last x label
         ax = self.ax = self.fig.add_subplot()
         ax.set_xscale("log")
         ax.set_yscale("log")
