@@ -105,7 +105,11 @@ def write_cache(
 
 def parse_cache(text: str, source: str = "calibration cache") -> CalibrationCache:
     """Parse cache text; errors name the source and line number."""
-    lines = text.splitlines()
+    # Split on "\n" only, as TensorRT reads lines: str.splitlines() would also split
+    # inside names holding \x0b, \x1c, \u2028 and other characters TensorRT keeps.
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     if not lines or not lines[0].strip():
         raise CacheFormatError(f"{source}:1: empty calibration cache (expected a 'TRT-<version>-<algorithm>' header)")
     m = _HEADER.match(lines[0].strip())
