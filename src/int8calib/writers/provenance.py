@@ -113,6 +113,8 @@ def _short(value) -> str:
 def _describe(kind: str, old: dict, new: dict) -> str:
     if kind == "preprocessing":
         a, b = old.get("preprocess") or {}, new.get("preprocess") or {}
+        if not a or not b:  # image data on one side, tensor files on the other
+            return f"preprocessing changed ({_short(old.get('preprocess'))} -> {_short(new.get('preprocess'))})"
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         detail = ", ".join(f"{k} {_short(a.get(k))} -> {_short(b.get(k))}" for k in keys)
         return f"preprocessing changed ({detail})"
