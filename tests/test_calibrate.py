@@ -57,14 +57,23 @@ def test_entropy2_stays_within_the_observed_range(setup, tmp_path):
     assert read_cache(tmp_path / "c.cache").algorithm == "EntropyCalibration2"
 
 
-def test_valid_cache_is_reused_without_touching_data(setup, tmp_path):
+def test_valid_cache_is_reused_without_touching_data(setup, tmp_path, monkeypatch):
     model, model_path, images, spec = setup
     cache = tmp_path / "c.cache"
     first = int8calib.calibrate(model_path, tmp_path / "images", spec, method="minmax", cache=cache)
-    for p in images[1:]:
-        p.unlink()  # a second run that read the data would now see other statistics
-    second = int8calib.calibrate(model_path, tmp_path / "images", spec, method="minmax", cache=cache)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a valid cache must be reused without decoding any image")
+
+    with monkeypatch.context() as m:
+        m.setattr(Preprocess, "__call__", no_decoding)
+        second = int8calib.calibrate(model_path, tmp_path / "images", spec, method="minmax", cache=cache)
     assert second.from_cache and second.amax == pytest.approx(first.amax, rel=1e-6)
+    # Other data makes the cache stale (docs/trust.md): it is recomputed on the remaining image.
+    for p in images[1:]:
+        p.unlink()
+    third = int8calib.calibrate(model_path, tmp_path / "images", spec, method="minmax", cache=cache)
+    assert not third.from_cache and third.samples == 1
 
 
 def test_calibrator_protocol_serves_every_sample_once(setup, tmp_path):

@@ -27,6 +27,11 @@ def register(sub) -> None:
 
     out = p.add_argument_group("outputs")
     out.add_argument("--cache", help="TensorRT calibration cache to write (reused when valid)")
+    out.add_argument(
+        "--reuse-cache", choices=("auto", "strict", "never"), default="auto",
+        help="existing --cache: auto reuses it when model, method, preprocessing and data are unchanged and "
+        "recomputes it otherwise; strict fails (exit 2) instead of recomputing; never always recomputes",
+    )
     out.add_argument("--trt-version", type=int, default=DEFAULT_TRT_VERSION, help=f"version number in the cache header (default {DEFAULT_TRT_VERSION})")
     out.add_argument("--ranges", help="write {tensor: amax} JSON for setDynamicRange")
     out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
@@ -70,6 +75,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         shuffle=args.shuffle,
         skip_bad_images=args.skip_bad_images,
         report=args.report,
+        reuse_cache=args.reuse_cache,
     )
     outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report) if p) or "no file written"
     if result.from_cache:
