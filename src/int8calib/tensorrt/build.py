@@ -26,7 +26,7 @@ from ..util.atomic import write_bytes
 from ..util.log import logger
 from . import _trt
 from .calibrators import SPECS, get_class
-from .profiles import check_shapes, inference_profile, is_dynamic, network_inputs
+from .profiles import check_shapes, inference_profile, is_dynamic, network_inputs, sample_shapes
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 _CLASS_FOR_METHOD = {spec.method: name for name, spec in SPECS.items()}
@@ -117,6 +117,8 @@ def build_engine(
             shuffle=shuffle, skip_bad_images=skip_bad_images, backend=backend,
         )
         calibrator.attach(config, builder, network)
+        if calibrator.host is not None and calibrator.read_calibration_cache() is None:
+            calibrator.backend  # noqa: B018 - fail now, not inside TensorRT, when no copy backend works
         calibration = f"TensorRT {SPECS[_CLASS_FOR_METHOD[method]].algorithm} calibrator"
     if is_dynamic(network):
         shapes = _input_shapes(network, calibrator, shapes, model, data, preprocess, batch_size)
@@ -222,8 +224,7 @@ def _input_shapes(network, calibrator, shapes, model, data, preprocess, batch_si
         from ..runner.model import load_model, model_inputs
 
         host = Calibrator(data, model_inputs(load_model(model, load_external_data=False)), preprocess, batch_size)
-        first = host.loader.load_sample(host.loader.samples[0])
-        found = {name: (host.get_batch_size(), *a.shape) for name, a in first.items()}
+        found = {name: (host.get_batch_size(), *shape) for name, shape in sample_shapes(host).items()}
     else:
         dynamic = {k: list(v) for k, v in network_inputs(network).items() if -1 in v}
         raise Int8CalibError(f"the model has dynamic inputs {dynamic}: give --shapes NAME:1x3x224x224 or --data")

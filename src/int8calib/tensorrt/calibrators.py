@@ -242,8 +242,9 @@ class TensorRTCalibrator:
         if self._sample_shapes is None:
             if self.host is None:
                 raise Int8CalibError("calibration shapes come from the data; no data was given")
-            first = self.host.loader.load_sample(self.host.loader.samples[0])
-            self._sample_shapes = {name: tuple(int(d) for d in a.shape) for name, a in first.items()}
+            from .profiles import sample_shapes
+
+            self._sample_shapes = sample_shapes(self.host)
         return self._sample_shapes
 
     def batch_shapes(self) -> dict[str, tuple[int, ...]]:

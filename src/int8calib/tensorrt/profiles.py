@@ -12,6 +12,12 @@ from typing import Mapping
 from ..errors import Int8CalibError
 
 
+def sample_shapes(host) -> dict[str, tuple[int, ...]]:
+    """{input name: shape of one sample} from the first sample a host ``Calibrator`` would serve."""
+    first = host.loader.load_sample(host.loader.samples[0])
+    return {name: tuple(int(d) for d in a.shape) for name, a in first.items()}
+
+
 def network_inputs(network) -> dict[str, tuple[int, ...]]:
     """{name: shape} of the network's inputs, -1 for dynamic dimensions."""
     out = {}

@@ -38,7 +38,7 @@ class _RawDeviceArray:
     """A device address dressed as ``__cuda_array_interface__`` (version 3) for torch.as_tensor."""
 
     def __init__(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype):
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": dtype.str, "data": (ptr, True), "version": 3}
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": dtype.str, "data": (ptr, False), "version": 3}
 
 
 class _View:
