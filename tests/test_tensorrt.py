@@ -35,7 +35,8 @@ def relu_model(path: Path, inputs: dict[str, list], opset: int = 17) -> Path:
         nodes.append(helper.make_node("Add", [f"{names[0]}_relu", f"{names[1]}_relu"], ["sum"]))
         out = "sum"
     graph = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    # IR 8 keeps the model loadable by older ONNX Runtime builds (the GPU machine has 1.30).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     onnx.save(model, path)
     return path
 

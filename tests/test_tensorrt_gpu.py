@@ -34,7 +34,7 @@ def _model(path: Path, inputs: dict[str, list]) -> Path:
     ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()]
     nodes = [helper.make_node("Relu", [n], [f"{n}_out"]) for n in inputs]
     outs = [helper.make_tensor_value_info(f"{n}_out", TensorProto.FLOAT, None) for n in inputs]
-    onnx.save(helper.make_model(helper.make_graph(nodes, "g", ins, outs)), path)
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", ins, outs), opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
     return path
 
 
