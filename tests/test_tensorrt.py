@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import struct
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +259,27 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv(backends.ENV, "torch")
     with pytest.raises(Int8CalibError, match="'torch' cannot be used: torch missing"):
         get_backend()
+
+
+# ---- the tutorial one-liner on the real model and photos ------------------------------
+@pytest.mark.acceptance
+def test_one_line_replacement_on_efficientnet(trt, effnet_model, even_images, tmp_path):
+    from int8calib.preprocess import Preprocess
+
+    images = even_images[:10]
+    listing = tmp_path / "calib_list.txt"
+    listing.write_text("\n".join(images) + "\n")
+    cache = tmp_path / "calibration.cache"
+    import int8calib.tensorrt
+
+    config = types.SimpleNamespace(int8_calibrator=None)  # the user's builder config
+    config.int8_calibrator = int8calib.tensorrt.EntropyCalibrator2(
+        str(listing), model=str(effnet_model), preprocess="efficientnet-lite", cache_file=str(cache),
+        batch_size=4, backend=fake_tensorrt.FakeBackend())
+    fake_tensorrt.calibrate(trt, config.int8_calibrator, {"input": (4, 3, 224, 224)}, {"input": np.float32})
+    pre = Preprocess.load("efficientnet-lite")
+    rows = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 8, 9]]
+    assert len(trt.batches) == 3
+    for batch, idx in zip(trt.batches, rows):
+        np.testing.assert_array_equal(batch["input"], np.stack([pre(images[i]) for i in idx]))
+    assert parse_cache(cache.read_text()).algorithm == "EntropyCalibration2"
