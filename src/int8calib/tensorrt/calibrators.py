@@ -118,8 +118,11 @@ class TensorRTCalibrator:
         self.host: Calibrator | None = None
         if data is not None:
             options = dict(calibrator_options)
-            if model is not None and "model" in inspect.signature(Calibrator.__init__).parameters:
+            accepts = inspect.signature(Calibrator.__init__).parameters
+            if model is not None and "model" in accepts:
                 options["model"] = model  # lets the host fingerprint the model for its cache checks
+            if self.method_params() and "method_params" in accepts:
+                options["method_params"] = self.method_params()  # part of the cache's fingerprint
             self.host = Calibrator(
                 data, _resolve_inputs(model, inputs), preprocess, batch_size, cache_file=cache_file,
                 method=self.spec.method, shuffle=shuffle, skip_bad_images=skip_bad_images, **options,
@@ -136,6 +139,10 @@ class TensorRTCalibrator:
         self.samples_served = 0
         self.cache_used = False
         self.error: BaseException | None = None  # why calibration stopped early, if it did
+
+    def method_params(self) -> dict:
+        """Parameters of the method that TensorRT applies (the legacy calibrator has two)."""
+        return {}
 
     # ---- IInt8Calibrator -------------------------------------------------------
     def get_batch_size(self) -> int:
@@ -280,7 +287,6 @@ class LegacyMixin:
 
     def __init__(self, *args, quantile: float | None = None, regression_cutoff: float | None = None,
                  histogram_cache_file: "str | Path | None" = None, **kwargs):
-        super().__init__(*args, **kwargs)
         defaults = _legacy_defaults()
         self.quantile = float(defaults["quantile"] if quantile is None else quantile)
         self.regression_cutoff = float(defaults["regression_cutoff"] if regression_cutoff is None else regression_cutoff)
@@ -288,6 +294,10 @@ class LegacyMixin:
             if not 0.0 <= value <= 1.0:
                 raise Int8CalibError(f"{name} must be between 0 and 1, got {value}")
         self.histogram_cache_file = Path(histogram_cache_file) if histogram_cache_file is not None else None
+        super().__init__(*args, **kwargs)  # after the parameters: the host's cache checks use them
+
+    def method_params(self) -> dict:
+        return {"quantile": self.quantile, "regression_cutoff": self.regression_cutoff}
 
     def get_quantile(self) -> float:
         return self.quantile
