@@ -176,7 +176,8 @@ class TensorRTCalibrator:
 
     def write_calibration_cache(self, cache) -> None:
         if self.error is not None:
-            logger.error("not writing %s: calibration stopped early (%s)", self.cache_file, self.error)
+            if self.cache_file is not None:
+                logger.error("not writing %s: calibration stopped early (%s)", self.cache_file, self.error)
             return
         data = _buffer_bytes(cache)
         if self.host is not None:
