@@ -13,9 +13,9 @@ import sys
 from .. import __version__
 from ..errors import Int8CalibError
 from ..util import log
-from . import calibrate, inspect
+from . import build, calibrate, inspect
 
-COMMANDS = [calibrate, inspect]
+COMMANDS = [calibrate, inspect, build]
 
 
 def build_parser() -> argparse.ArgumentParser:
