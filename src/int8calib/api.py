@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
 from .calibrator import CalibrationResult, Calibrator, run_calibrator
 from .errors import Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
-from .runner import ActivationRunner, RunnerSpec
-from .runner.model import load_model, model_fingerprint, model_inputs
-from .sources import data_fingerprint
+from .runner import RunnerSpec
+from .runner.model import load_model, model_inputs
 from .stats import Statistics, load as load_statistics, save as save_statistics
 from .util.log import logger
-from .writers.cache import DEFAULT_TRT_VERSION, write_cache
+from .writers.cache import DEFAULT_TRT_VERSION, warn_zero_tensors, write_cache
+from .writers.provenance import provenance_dict
 from .writers.ranges import write_ranges
+
+# The statistics file records what the statistics depend on; the method comes later.
+_STATISTICS_FIELDS = ("tool", "model_sha256", "preprocess", "data_sha256")
 
 
 def calibrate(
@@ -33,6 +35,8 @@ def calibrate(
     providers: Sequence[str] | None = None,
     shuffle: int | None = None,
     skip_bad_images: bool = False,
+    report: "str | Path | None" = None,
+    reuse_cache: str = "auto",
     tensors: Sequence[str] | None = None,
     max_memory: "int | str | None" = None,
     workers: int = 1,
@@ -41,68 +45,76 @@ def calibrate(
     """Calibrate ``model`` on ``data`` and write the requested outputs.
 
     With ``from_histograms`` the statistics come from a file written earlier with
-    ``histograms=`` (or ``int8calib collect`` / ``merge``) and neither model nor data is
-    needed. An existing ``cache`` that is valid for the method is reused without reading
-    data, as TensorRT does.
+    ``histograms=`` and neither model nor data is needed. An existing ``cache`` whose
+    provenance sidecar matches model, method, preprocessing and data is reused without
+    reading data, as TensorRT does, unless ``histograms`` or ``report`` (an HTML
+    file, see :mod:`int8calib.report`) needs the statistics; ``reuse_cache`` is
+    ``auto``, ``strict`` (a stale cache is an error) or ``never``. Every file is written atomically with a sidecar
+    ``<file>.json`` recording what produced it (see docs/trust.md).
 
     ``tensors`` limits the statistics to those tensors (default: every tensor a TensorRT
     cache needs); ``max_memory`` caps the activations one ONNX Runtime run may hold
     (bytes or '1.5G'); ``workers`` collects in that many processes. None of them changes
-    the statistics of a tensor.
+    the statistics of a tensor (see docs/performance.md).
     """
-    algorithm = get_method(method).algorithm
+    info = get_method(method)
     if from_histograms is not None:
         stats = load_statistics(from_histograms)
         amax = compute_ranges(method, stats, **method_params)
-        result = CalibrationResult(amax, method, algorithm, stats, samples=int(stats.meta.get("samples", 0)))
+        warn_zero_tensors(amax)
+        samples = int(stats.meta.get("samples", 0))
+        result = CalibrationResult(amax, method, info.algorithm, stats, samples=samples)
+        record = provenance_dict(
+            stats.meta.get("model_sha256"), method, {**info.params, **method_params}, stats.meta.get("preprocess"),
+            stats.meta.get("data_sha256"), info.algorithm,
+        )
+        if cache is not None:
+            write_cache(cache, amax, info.algorithm, trt_version, record)
     else:
         if model is None or data is None:
             raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
-        runner = _runner(model, providers, tensors, workers)
+        inputs = _inputs(model)
         calibrator = Calibrator(
-            data, runner.inputs if workers <= 1 else _inputs(model), preprocess, batch_size,
-            cache_file=None if histograms is not None else cache,
-            method=method, shuffle=shuffle, skip_bad_images=skip_bad_images,
+            data, inputs, preprocess, batch_size, cache_file=cache, method=method, shuffle=shuffle,
+            skip_bad_images=skip_bad_images, reuse_cache=reuse_cache, model=model, method_params=method_params,
         )
-        meta = _meta(model, calibrator)
+        if histograms is not None or report is not None:
+            # Saving statistics needs a real run, so the cache is recomputed; strict still refuses a stale one.
+            if reuse_cache == "strict":
+                calibrator.read_calibration_cache()
+            calibrator.reuse_cache = "never"
+        record = calibrator.provenance()
+        meta = {k: record[k] for k in _STATISTICS_FIELDS} | {"model": str(model)}
         result = run_calibrator(
-            calibrator, runner, trt_version, meta, max_memory=max_memory, workers=workers, **method_params
+            calibrator, _runner_spec(model, providers, tensors, workers), trt_version, meta,
+            max_memory=max_memory, workers=workers,
         )
         if calibrator.skipped:
-            logger.warning("skipped %d unreadable sample(s)", len(calibrator.skipped))
+            logger.warning("skipped %d unreadable sample(s); first: %s", len(calibrator.skipped), calibrator.skipped[0])
         if histograms is not None:
             save_statistics(result.statistics, histograms)
-    if cache is not None and not result.from_cache:
-        write_cache(cache, result.amax, algorithm, trt_version)
     if ranges is not None:
-        write_ranges(ranges, result.amax)
+        write_ranges(ranges, result.amax, record)
+    if report is not None:
+        from .report import method_ranges, write_report
+
+        stats = result.statistics
+        write_report(report, stats, method_ranges(stats, method, result.amax), method)
     return result
 
 
-def _runner(model, providers, tensors, workers: int) -> "ActivationRunner | RunnerSpec":
-    """This process's runner, or only its recipe when worker processes will build their own."""
+def _inputs(model) -> list:
+    inputs = model_inputs(load_model(model, load_external_data=False))
+    if not inputs:
+        raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")
+    return inputs
+
+
+def _runner_spec(model, providers, tensors, workers: int) -> RunnerSpec:
+    """The recipe for the runner: built here only if data must be read, or in each worker."""
     if workers < 1:
         raise Int8CalibError(f"--workers must be >= 1, got {workers}")
-    if workers == 1:
-        return ActivationRunner(model, providers, tensors)
-    load_model(model, load_external_data=False)  # a missing or unreadable file fails here, in one line
     return RunnerSpec(str(model), tuple(providers) if providers else None, tuple(tensors) if tensors else None)
-
-
-def _inputs(model) -> list:
-    return model_inputs(load_model(model, load_external_data=False))
-
-
-def _meta(model, calibrator: Calibrator) -> dict:
-    """What produced a set of statistics: merging and reuse check these."""
-    pre = calibrator.loader.preprocess
-    return {
-        "tool": f"int8calib {__version__}",
-        "model": str(model),
-        "model_sha256": model_fingerprint(model),
-        "preprocess": pre.to_dict() if pre is not None else None,
-        "data_sha256": data_fingerprint(calibrator.loader.samples),
-    }
 
 
 def collect(
@@ -121,20 +133,23 @@ def collect(
 ) -> Statistics:
     """Collect the statistics of ``data`` (or of shard K/N of it) and save them to ``output``.
 
-    Shards of one data set merge exactly (:func:`merge_files`); the metadata names the
-    whole data set's fingerprint and the shard, so a merge can check that the parts fit.
+    Shards of one data set merge exactly (``int8calib merge``): the metadata holds the
+    fingerprint of the whole data set and the shard, so a merge can check that the parts
+    fit, and the merged file equals one run over all the data.
     """
-    from .batching import parse_shard, shard as take_shard
+    from .batching import BatchLoader, parse_shard, shard as take_shard
     from .calibrator import collect_statistics
     from .workers import collect_in_processes
 
-    runner = _runner(model, providers, tensors, workers)
+    spec = _runner_spec(model, providers, tensors, workers)
     calibrator = Calibrator(
-        data, runner.inputs if workers <= 1 else _inputs(model), preprocess, batch_size,
-        shuffle=shuffle, skip_bad_images=skip_bad_images,
+        data, _inputs(model), preprocess, batch_size, shuffle=shuffle, skip_bad_images=skip_bad_images, model=model,
     )
-    meta = _meta(model, calibrator)  # fingerprint of all the data, so that merged shards equal one run
+    record = calibrator.provenance()  # fingerprints all the data, before taking a shard
+    meta = {k: record[k] for k in _STATISTICS_FIELDS} | {"model": str(model)}
     if shard is not None:
+        if not isinstance(calibrator.loader, BatchLoader):
+            raise Int8CalibError("--shard needs file data (a list, folder, glob or tensor file)")
         k, n = parse_shard(shard) if isinstance(shard, str) else shard
         part = take_shard(calibrator.loader.samples, k, n)
         if not part:
@@ -142,13 +157,13 @@ def collect(
         calibrator.loader.samples = part
         meta["shard"] = [k, n]
     if workers > 1:
-        stats = collect_in_processes(calibrator, runner, meta, workers, max_memory)
+        stats = collect_in_processes(calibrator, spec, meta, workers, max_memory)
     else:
-        stats = collect_statistics(calibrator, runner, meta, max_memory=max_memory)
+        stats = collect_statistics(calibrator, spec.build(), meta, max_memory=max_memory)
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")
     if calibrator.skipped:
-        logger.warning("skipped %d unreadable sample(s)", len(calibrator.skipped))
+        logger.warning("skipped %d unreadable sample(s); first: %s", len(calibrator.skipped), calibrator.skipped[0])
     if output is not None:
         save_statistics(stats, output)
     return stats

@@ -13,8 +13,9 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-from .batching import shard
+from .batching import BatchLoader, shard
 from .calibrator import Calibrator, collect_statistics
+from .errors import Int8CalibError
 from .runner import RunnerSpec
 from .stats import Statistics, merge
 
@@ -22,7 +23,6 @@ from .stats import Statistics, merge
 def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads):
     runner = spec.build(intra_op_threads=threads)
     calibrator = Calibrator(samples, inputs, preprocess, batch_size, skip_bad_images=skip_bad)
-    calibrator.loader.prefetch = 1
     stats = collect_statistics(calibrator, runner, None, max_memory=max_memory, threads=threads, allow_empty=True)
     return stats, list(calibrator.skipped)
 
@@ -41,6 +41,8 @@ def collect_in_processes(
     """
     spec = RunnerSpec.of(runner)
     loader = calibrator.loader
+    if not isinstance(loader, BatchLoader):
+        raise Int8CalibError("--workers needs file data (a list, folder, glob or tensor file), not a data-loader script")
     parts = [p for p in (shard(loader.samples, k, workers) for k in range(1, workers + 1)) if p]
     threads = max(1, (os.cpu_count() or 1) // len(parts))
     context = multiprocessing.get_context("spawn")

@@ -8,6 +8,7 @@ statistics.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -64,6 +65,11 @@ class BatchLoader:
                     f"the model has {len(self.inputs)} inputs ({', '.join(i.name for i in self.inputs)}); "
                     "images can feed only a single-input model: give .npz files or a data-loader script"
                 )
+            if self.inputs[0].dtype.kind != "f":
+                raise Int8CalibError(
+                    f"input '{self.inputs[0].name}' is {self.inputs[0].dtype}, not float: images cannot feed it "
+                    "(give .npy/.npz data of that type)"
+                )
             preprocess.check_input(self.inputs[0].name, self.inputs[0].shape)
 
     def __len__(self) -> int:
@@ -72,7 +78,12 @@ class BatchLoader:
     def load_sample(self, sample: Sample) -> dict[str, np.ndarray]:
         """One sample as {input name: array without batch axis}."""
         if sample.kind == "image":
-            return {self.inputs[0].name: self.preprocess(sample.path)}
+            try:
+                return {self.inputs[0].name: self.preprocess(sample.path)}
+            except Int8CalibError as exc:
+                if not sample.origin:
+                    raise
+                raise Int8CalibError(f"{exc} (listed at {sample.origin})") from None
         try:
             if sample.kind == "npy":
                 arr = np.load(sample.path, mmap_mode="r", allow_pickle=False)
@@ -80,7 +91,9 @@ class BatchLoader:
             else:
                 with np.load(sample.path, allow_pickle=False) as z:
                     arrays = {i.name: z[i.name] for i in self.inputs}
-        except (OSError, ValueError, KeyError) as exc:
+        except FileNotFoundError:
+            raise Int8CalibError(f"{sample}: tensor file not found") from None
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise Int8CalibError(f"{sample}: cannot read tensor file ({exc})") from None
         return {
             name: np.array(a if sample.index is None else a[sample.index]) for name, a in arrays.items()

@@ -27,10 +27,22 @@ def register(sub) -> None:
 
     out = p.add_argument_group("outputs")
     out.add_argument("--cache", help="TensorRT calibration cache to write (reused when valid)")
+    out.add_argument(
+        "--reuse-cache", choices=("auto", "strict", "never"), default="auto",
+        help="existing --cache: auto reuses it when model, method, preprocessing and data are unchanged and "
+        "recomputes it otherwise; strict fails (exit 2) instead of recomputing; never always recomputes",
+    )
     out.add_argument("--trt-version", type=int, default=DEFAULT_TRT_VERSION, help=f"version number in the cache header (default {DEFAULT_TRT_VERSION})")
     out.add_argument("--ranges", help="write {tensor: amax} JSON for setDynamicRange")
     out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
     out.add_argument("--from-histograms", help="compute ranges from a saved statistics file instead of running the model")
+
+    report = p.add_argument_group("report")
+    report.add_argument(
+        "--report", metavar="HTML",
+        help="write a self-contained HTML report: |x| histograms with every method's threshold, "
+        "a sortable table of tensors and where to look (needs the 'report' extra)",
+    )
 
     run = p.add_argument_group("runtime")
     run.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
@@ -68,8 +80,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         tensors=args.tensors,
         max_memory=args.max_memory,
         workers=args.workers,
+        report=args.report,
+        reuse_cache=args.reuse_cache,
     )
-    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms) if p) or "no file written"
+    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report) if p) or "no file written"
     if result.from_cache:
         logger.info("%d tensors from the existing cache %s", len(result.amax), args.cache)
     else:

@@ -113,9 +113,11 @@ class RunnerSpec:
     def of(cls, runner: "ActivationRunner | RunnerSpec") -> "RunnerSpec":
         if isinstance(runner, RunnerSpec):
             return runner
-        if runner.model_path is None:
+        if not isinstance(runner, ActivationRunner) or runner.model_path is None:
             raise Int8CalibError("collecting in several processes needs the model as a file path")
         return cls(str(runner.model_path), tuple(runner.providers), tuple(runner.tensors))
 
     def build(self, intra_op_threads: int = 0) -> ActivationRunner:
         return ActivationRunner(self.model, self.providers, self.tensors, intra_op_threads)
+
+    __call__ = build  # a runner factory, as run_calibrator takes
