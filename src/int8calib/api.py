@@ -12,7 +12,6 @@ from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
 from .runner import ActivationRunner
 from .runner.model import model_fingerprint
-from .sources import data_fingerprint
 from .stats import load as load_statistics, save as save_statistics
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, write_cache
@@ -61,7 +60,7 @@ def calibrate(
             "model": str(model),
             "model_sha256": model_fingerprint(model),
             "preprocess": pre.to_dict() if pre is not None else None,
-            "data_sha256": data_fingerprint(calibrator.loader.samples),
+            "data_sha256": calibrator.loader.fingerprint(),
         }
         result = run_calibrator(calibrator, runner, trt_version, meta, **method_params)
         if calibrator.skipped:

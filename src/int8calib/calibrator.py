@@ -24,13 +24,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .batching import Batch, BatchLoader
+from .batching import Batch, BatchLoader, FeedDictLoader
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
 from .runner import ActivationRunner
 from .runner.model import InputInfo
-from .sources import Sample, resolve
+from .sources import FeedDictSource, Sample, resolve
 from .stats import Statistics, StatsCollector
 from .util.atomic import write_bytes
 from .util.log import logger, progress_bar
@@ -40,7 +40,8 @@ from .writers.cache import DEFAULT_TRT_VERSION, format_cache, parse_cache
 class Calibrator:
     """Serves calibration batches and the cache, like an ``IInt8Calibrator`` subclass.
 
-    ``data`` is anything :func:`int8calib.sources.resolve` takes, or a list of samples;
+    ``data`` is anything :func:`int8calib.sources.resolve` takes, a list of samples, or
+    feed dicts: a :class:`~int8calib.sources.FeedDictSource` or a function returning them;
     ``inputs`` the model's inputs (:func:`int8calib.runner.model_inputs`).
     """
 
@@ -61,9 +62,16 @@ class Calibrator:
             self.method = method
         get_method(self.method)  # fail early on an unknown name
         self.inputs = list(inputs)
-        samples = data if _is_samples(data) else resolve(data, {i.name: len(i.shape) for i in self.inputs}, shuffle)
-        pre = Preprocess.load(preprocess) if preprocess is not None else None
-        self.loader = BatchLoader(samples, self.inputs, pre, batch_size, skip_bad_images)
+        if callable(data) and not isinstance(data, FeedDictSource):
+            data = FeedDictSource(data)
+        if isinstance(data, FeedDictSource):
+            if preprocess is not None:
+                raise Int8CalibError(f"{data.origin} yields model inputs: a preprocessing spec does not apply to it")
+            self.loader: BatchLoader | FeedDictLoader = FeedDictLoader(data, self.inputs, batch_size)
+        else:
+            samples = data if _is_samples(data) else resolve(data, {i.name: len(i.shape) for i in self.inputs}, shuffle)
+            pre = Preprocess.load(preprocess) if preprocess is not None else None
+            self.loader = BatchLoader(samples, self.inputs, pre, batch_size, skip_bad_images)
         self.cache_file = Path(cache_file) if cache_file is not None else None
         self._batches: Iterator[Batch] | None = None
         self.batch: Batch | None = None  # the batch last returned by get_batch
@@ -164,13 +172,13 @@ def collect_statistics(calibrator: Calibrator, runner: ActivationRunner, meta: d
     """Pull every batch from ``calibrator``, run it, and histogram the activations."""
     names = [i.name for i in runner.inputs]
     collector = StatsCollector()
-    bar = progress_bar(len(calibrator.loader.samples), "collecting", "img")
+    bar = progress_bar(calibrator.loader.sample_count, "collecting", "img")
     try:
         while (arrays := calibrator.get_batch(names)) is not None:
             n = calibrator.valid_samples
             activations = runner.run(dict(zip(names, arrays)))
             collector.collect(_unpad(activations, n, arrays[0].shape[0]), samples=n)
-            bar.update(len(calibrator.batch.samples))
+            bar.update(n)
     finally:
         bar.close()
     if collector.samples == 0:
