@@ -85,7 +85,7 @@ def test_result_does_not_depend_on_how_the_loader_batches(tmp_path, func):
         np.testing.assert_array_equal(per_row.statistics[name].counts, other.statistics[name].counts)
 
 
-def test_python_generator_function_as_data(tmp_path):
+def test_python_generator_function_or_list_as_data(tmp_path):
     model = two_input_model(tmp_path / "m.onnx")
 
     def feeds():
@@ -93,6 +93,8 @@ def test_python_generator_function_as_data(tmp_path):
 
     result = int8calib.calibrate(model, feeds, method="minmax")
     assert result.amax == {"a": 7.0, "b": 1.0, "sum": 6.0, "out": 0.0}
+    as_list = int8calib.calibrate(model, list(feeds()), method="minmax")
+    assert as_list.amax == result.amax and as_list.samples == 2
 
 
 def test_fixed_batch_model_pads_short_batches_outside_the_statistics(tmp_path):

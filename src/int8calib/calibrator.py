@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class Calibrator:
     """Serves calibration batches and the cache, like an ``IInt8Calibrator`` subclass.
 
     ``data`` is anything :func:`int8calib.sources.resolve` takes, a list of samples, or
-    feed dicts: a :class:`~int8calib.sources.FeedDictSource` or a function returning them;
+    feed dicts: a :class:`~int8calib.sources.FeedDictSource`, a function returning them, or a list of them;
     ``inputs`` the model's inputs (:func:`int8calib.runner.model_inputs`).
     """
 
@@ -62,7 +62,10 @@ class Calibrator:
             self.method = method
         get_method(self.method)  # fail early on an unknown name
         self.inputs = list(inputs)
-        if callable(data) and not isinstance(data, FeedDictSource):
+        if isinstance(data, (list, tuple)) and data and all(isinstance(d, Mapping) for d in data):
+            feeds = list(data)
+            data = FeedDictSource(lambda: feeds, "feed dicts")
+        elif callable(data) and not isinstance(data, FeedDictSource):
             data = FeedDictSource(data)
         if isinstance(data, FeedDictSource):
             if preprocess is not None:

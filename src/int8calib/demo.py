@@ -12,6 +12,7 @@ the calibration has seen: a demonstration, not an accuracy benchmark.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import shutil
 import time
@@ -26,6 +27,7 @@ from .errors import Int8CalibError
 from .methods import compute_ranges
 from .preprocess import PRESETS, Preprocess, load_image
 from .sources import FeedDictSource
+from .util.atomic import write_bytes
 from .util.log import logger
 
 # (package, folder inside it, file, name shown): photos bundled in the wheels, no download.
@@ -93,8 +95,6 @@ def calibration_views(photos: list[Photo], batch_size: int = 6) -> FeedDictSourc
 
 
 def _photos_fingerprint(photos: list[Photo]) -> str:
-    import hashlib
-
     h = hashlib.sha256(repr(VIEW_RESIZES).encode())
     for photo in photos:
         h.update(photo.path.read_bytes())
@@ -220,8 +220,6 @@ def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "entropy2",
     t = time.perf_counter()
     model = onnx.load(str(model_path))
     qdq = quantize_model(model, result.amax)
-    from .util.atomic import write_bytes
-
     write_bytes(outputs["qdq"], qdq.SerializeToString())
     shutil.copyfile(model_path, outputs["model"])  # beside the cache, for trtexec --calib
     seconds["qdq"] = time.perf_counter() - t
