@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,7 +220,7 @@ def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "entropy2",
     model = onnx.load(str(model_path))
     qdq = quantize_model(model, result.amax)
     write_bytes(outputs["qdq"], qdq.SerializeToString())
-    shutil.copyfile(model_path, outputs["model"])  # beside the cache, for trtexec --calib
+    write_bytes(outputs["model"], model_path.read_bytes())  # beside the cache, for trtexec --calib
     seconds["qdq"] = time.perf_counter() - t
 
     t = time.perf_counter()
