@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from .errors import Int8CalibError
-from .methods import compute_ranges
+from .methods import compute_ranges, get as get_method
 from .preprocess import PRESETS, Preprocess, load_image
 from .sources import FeedDictSource
 from .util.atomic import write_bytes
@@ -198,6 +198,7 @@ def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "entropy2",
     from .writers.cache import write_cache
     from .zoo import efficientnet_lite0, imagenet_classes
 
+    get_method(method)  # an unknown name fails before anything is created
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     out = Path(out_dir)
