@@ -32,13 +32,16 @@ def calibrate(
     providers: Sequence[str] | None = None,
     shuffle: int | None = None,
     skip_bad_images: bool = False,
+    report: "str | Path | None" = None,
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
 
     With ``from_histograms`` the statistics come from a file written earlier with
     ``histograms=`` and neither model nor data is needed. An existing ``cache`` that
-    is valid for the method is reused without reading data, as TensorRT does.
+    is valid for the method is reused without reading data, as TensorRT does, unless
+    ``histograms`` or ``report`` (an HTML file, see :mod:`int8calib.report`) asks for
+    the statistics.
     """
     algorithm = get_method(method).algorithm
     if from_histograms is not None:
@@ -51,7 +54,7 @@ def calibrate(
         runner = ActivationRunner(model, providers)
         calibrator = Calibrator(
             data, runner.inputs, preprocess, batch_size,
-            cache_file=None if histograms is not None else cache,
+            cache_file=None if histograms is not None or report is not None else cache,
             method=method, shuffle=shuffle, skip_bad_images=skip_bad_images,
         )
         pre = calibrator.loader.preprocess
@@ -71,4 +74,9 @@ def calibrate(
         write_cache(cache, result.amax, algorithm, trt_version)
     if ranges is not None:
         write_ranges(ranges, result.amax)
+    if report is not None:
+        from .report import method_ranges, write_report
+
+        stats = result.statistics
+        write_report(report, stats, method_ranges(stats, method, result.amax), method)
     return result

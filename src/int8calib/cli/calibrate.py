@@ -34,6 +34,13 @@ def register(sub) -> None:
     out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
     out.add_argument("--from-histograms", help="compute ranges from a saved statistics file instead of running the model")
 
+    report = p.add_argument_group("report")
+    report.add_argument(
+        "--report", metavar="HTML",
+        help="write a self-contained HTML report: |x| histograms with every method's threshold, "
+        "a sortable table of tensors and where to look (needs the 'report' extra)",
+    )
+
     run = p.add_argument_group("runtime")
     run.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
 
@@ -65,8 +72,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         providers=args.providers,
         shuffle=args.shuffle,
         skip_bad_images=args.skip_bad_images,
+        report=args.report,
     )
-    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms) if p) or "no file written"
+    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report) if p) or "no file written"
     if result.from_cache:
         logger.info("%d tensors from the existing cache %s", len(result.amax), args.cache)
     else:
