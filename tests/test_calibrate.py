@@ -131,3 +131,17 @@ def test_resolve_is_used_for_lists_with_relative_paths(setup, tmp_path):
     assert len(resolve(tmp_path / "list.txt")) == 3
     result = int8calib.calibrate(model_path, tmp_path / "list.txt", spec, method="minmax")
     assert result.samples == 3
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from int8calib.util.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.cache", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.cache").stat().st_mode) == 0o644
