@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once: os.umask can only be read by setting it, which would race with other threads.
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -31,7 +35,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             f.flush()
             # mkstemp creates 0600; give the file the mode a plain open() would (e.g. for a
             # TensorRT build running as another user).
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
