@@ -131,3 +131,16 @@ def test_resolve_is_used_for_lists_with_relative_paths(setup, tmp_path):
     assert len(resolve(tmp_path / "list.txt")) == 3
     result = int8calib.calibrate(model_path, tmp_path / "list.txt", spec, method="minmax")
     assert result.samples == 3
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from int8calib.util.atomic import write_text
+
+    from int8calib.util import atomic
+
+    write_text(tmp_path / "a.cache", "x")
+    assert stat.S_IMODE((tmp_path / "a.cache").stat().st_mode) == 0o666 & ~atomic._UMASK
+    assert atomic._UMASK == (lambda m: (os.umask(m), m)[1])(os.umask(0))

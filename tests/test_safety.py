@@ -22,7 +22,11 @@ def test_every_numpy_load_refuses_pickles():
         text = path.read_text()
         for m in re.finditer(r"np\.load\(([^)]*)\)", text):
             calls.append((path.name, m.group(1)))
-        assert not re.search(r"^\s*(import pickle|from pickle|import dill|import joblib)", text, re.M), path
+        if path.relative_to(SRC).as_posix() == "zoo/pth.py":
+            # The one pickle reader: the shipped weights file, through an allow-list unpickler.
+            assert "def find_class" in text and "pickle.load(" not in text and "pickle.loads(" not in text
+        else:
+            assert not re.search(r"^\s*(import pickle|from pickle|import dill|import joblib)", text, re.M), path
         assert "allow_pickle=True" not in text, path
     assert calls and all("allow_pickle=False" in args for _, args in calls), calls
 

@@ -23,17 +23,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .batching import Batch, BatchLoader
+from .batching import Batch, BatchLoader, FeedDictLoader
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
 from .runner import ActivationRunner, RunnerSpec
 from .runner.model import InputInfo, calibratable_tensors, load_model, model_fingerprint
-from .sources import Sample, data_fingerprint, resolve
+from .sources import FeedDictSource, Sample, resolve
 from .stats import Statistics, StatsCollector
 from .util.log import logger, progress_bar
 from .writers.cache import DEFAULT_TRT_VERSION, CalibrationCache, format_cache, parse_cache, warn_zero_tensors
@@ -49,7 +49,8 @@ class StaleCacheError(Int8CalibError):
 class Calibrator:
     """Serves calibration batches and the cache, like an ``IInt8Calibrator`` subclass.
 
-    ``data`` is anything :func:`int8calib.sources.resolve` takes, or a list of samples;
+    ``data`` is anything :func:`int8calib.sources.resolve` takes, a list of samples, or
+    feed dicts: a :class:`~int8calib.sources.FeedDictSource`, a function returning them, or a list of them;
     ``inputs`` the model's inputs (:func:`int8calib.runner.model_inputs`).
 
     ``reuse_cache`` decides what happens to an existing ``cache_file``: ``auto`` reuses
@@ -83,9 +84,19 @@ class Calibrator:
         if unknown:
             raise Int8CalibError(f"method '{self.method}' takes no parameter(s) {sorted(unknown)}")
         self.inputs = list(inputs)
-        samples = data if _is_samples(data) else resolve(data, {i.name: len(i.shape) for i in self.inputs}, shuffle)
-        pre = Preprocess.load(preprocess) if preprocess is not None else None
-        self.loader = BatchLoader(samples, self.inputs, pre, batch_size, skip_bad_images)
+        if isinstance(data, (list, tuple)) and data and all(isinstance(d, Mapping) for d in data):
+            feeds = list(data)
+            data = FeedDictSource(lambda: feeds, "feed dicts")
+        elif callable(data) and not isinstance(data, FeedDictSource):
+            data = FeedDictSource(data)
+        if isinstance(data, FeedDictSource):
+            if preprocess is not None:
+                raise Int8CalibError(f"{data.origin} yields model inputs: a preprocessing spec does not apply to it")
+            self.loader: BatchLoader | FeedDictLoader = FeedDictLoader(data, self.inputs, batch_size)
+        else:
+            samples = data if _is_samples(data) else resolve(data, {i.name: len(i.shape) for i in self.inputs}, shuffle)
+            pre = Preprocess.load(preprocess) if preprocess is not None else None
+            self.loader = BatchLoader(samples, self.inputs, pre, batch_size, skip_bad_images)
         self.cache_file = Path(cache_file) if cache_file is not None else None
         self.reuse_cache = reuse_cache
         self.model = Path(model) if model is not None else None
@@ -164,7 +175,7 @@ class Calibrator:
                 self.method,
                 {**m.params, **self.method_params},
                 pre.to_dict() if pre is not None else None,
-                data_fingerprint(self.loader.samples),
+                self.loader.fingerprint(),
                 m.algorithm,
             )
         return self._provenance

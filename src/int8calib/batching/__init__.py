@@ -1,7 +1,8 @@
 """Batching: load and preprocess samples into feed dicts of the model's batch shape."""
 
+from .feeds import FeedDictLoader
 from .loader import Batch, BatchLoader
 from .prefetch import prefetch
 from .shard import parse_shard, shard
 
-__all__ = ["Batch", "BatchLoader", "parse_shard", "prefetch", "shard"]
+__all__ = ["Batch", "BatchLoader", "FeedDictLoader", "parse_shard", "prefetch", "shard"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..writers.cache import DEFAULT_TRT_VERSION
+from .options import add_data_loader_script_option, data_from_args
 
 
 def register(sub) -> None:
@@ -21,6 +22,7 @@ def register(sub) -> None:
     data.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32); results do not depend on it")
     data.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed")
     data.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
+    add_data_loader_script_option(data)
 
     method = p.add_argument_group("method")
     method.add_argument("--method", default="entropy2", help="calibration method (default entropy2)")
@@ -61,11 +63,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..errors import Int8CalibError
     from ..util.log import logger
 
-    if args.from_histograms is None and (args.model is None or args.data is None):
-        raise Int8CalibError("calibrate needs MODEL and --data, or --from-histograms FILE")
+    data = data_from_args(args)
+    if args.from_histograms is None and (args.model is None or data is None):
+        raise Int8CalibError("calibrate needs MODEL and --data (or --data-loader-script), or --from-histograms FILE")
     result = calibrate(
         model=args.model,
-        data=args.data,
+        data=data,
         preprocess=args.preprocess,
         method=args.method,
         batch_size=args.batch_size,
