@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .calibrator import CalibrationResult, Calibrator, run_calibrator
 from .errors import Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
-from .runner import RunnerSpec
+from .runner import ActivationRunner, RunnerSpec
 from .runner.model import load_model, model_inputs
 from .stats import Statistics, load as load_statistics, save as save_statistics
 from .util.log import logger
@@ -110,10 +110,12 @@ def _inputs(model) -> list:
     return inputs
 
 
-def _runner_spec(model, providers, tensors, workers: int) -> RunnerSpec:
-    """The recipe for the runner: built here only if data must be read, or in each worker."""
+def _runner_spec(model, providers, tensors, workers: int) -> "RunnerSpec | Callable[[], ActivationRunner]":
+    """How to build the runner, called only if data must be read; worker processes get a RunnerSpec."""
     if workers < 1:
         raise Int8CalibError(f"--workers must be >= 1, got {workers}")
+    if workers == 1:
+        return lambda: ActivationRunner(model, providers, tensors)
     return RunnerSpec(str(model), tuple(providers) if providers else None, tuple(tensors) if tensors else None)
 
 
@@ -159,7 +161,7 @@ def collect(
     if workers > 1:
         stats = collect_in_processes(calibrator, spec, meta, workers, max_memory)
     else:
-        stats = collect_statistics(calibrator, spec.build(), meta, max_memory=max_memory)
+        stats = collect_statistics(calibrator, spec(), meta, max_memory=max_memory)
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")
     if calibrator.skipped:
