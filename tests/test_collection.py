@@ -117,7 +117,8 @@ def test_shards_merge_to_the_single_run(setup, tmp_path, capsys):
     parts = []
     for k in (1, 2, 3):
         out = tmp_path / f"shard_{k}.npz"
-        assert main(["collect", str(model), "--data", str(data), "--shard", f"{k}/3", "-o", str(out), "--batch-size", "4", "-q"]) == 0
+        step = ["--max-memory", "1"] if k == 2 else []  # one sample per run in this shard
+        assert main(["collect", str(model), "--data", str(data), "--shard", f"{k}/3", "-o", str(out), "--batch-size", "4", "-q", *step]) == 0
         parts.append(str(out))
     assert [load(p).meta["samples"] for p in parts] == [7, 8, 8]
     merged = tmp_path / "merged.npz"
@@ -134,6 +135,9 @@ def test_shards_merge_to_the_single_run(setup, tmp_path, capsys):
     assert main(["merge", parts[0], parts[1], "-o", str(tmp_path / "x.npz")]) == 2
     assert "3/3 missing" in capsys.readouterr().err
     assert main(["merge", parts[0], parts[1], "-o", str(tmp_path / "x.npz"), "--allow-partial"]) == 0
+    capsys.readouterr()
+    assert main(["collect", str(model), "--data", str(data), "-o", str(tmp_path / "y.npz"), "--max-memory", "lots"]) == 2
+    assert "memory size" in capsys.readouterr().err and not (tmp_path / "y.npz").exists()
     other = tmp_path / "other.onnx"
     onnx.save(_model(seed=1), str(other))
     assert main(["collect", str(other), "--data", str(data), "--shard", "3/3", "-o", str(tmp_path / "o3.npz"), "-q"]) == 0
