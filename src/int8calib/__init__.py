@@ -13,6 +13,8 @@ _LAZY = {
     "calibrate": ("int8calib.api", "calibrate"),
     "Calibrator": ("int8calib.calibrator", "Calibrator"),
     "EntropyCalibrator2": ("int8calib.calibrator", "EntropyCalibrator2"),
+    "EntropyCalibrator": ("int8calib.calibrator", "EntropyCalibrator"),
+    "LegacyCalibrator": ("int8calib.calibrator", "LegacyCalibrator"),
     "MinMaxCalibrator": ("int8calib.calibrator", "MinMaxCalibrator"),
     "CalibrationResult": ("int8calib.calibrator", "CalibrationResult"),
     "Preprocess": ("int8calib.preprocess", "Preprocess"),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .calibrator import CalibrationResult, Calibrator, run_calibrator
+from .calibrator import CalibrationResult, Calibrator, collect_statistics, run_calibrator
 from .errors import Int8CalibError
-from .methods import compute_ranges, get as get_method
+from .methods import available, compute_all, get as get_method
 from .preprocess import Preprocess
 from .runner import ActivationRunner
 from .runner.model import model_fingerprint
@@ -17,6 +18,29 @@ from .stats import load as load_statistics, save as save_statistics
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, write_cache
 from .writers.ranges import write_ranges
+
+
+ALL = "all"  # --method all: every method from one pass
+
+
+def method_path(path: "str | Path", method: str) -> Path:
+    """calibration.cache -> calibration.entropy2.cache: one output per method under --method all."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{method}{path.suffix}")
+
+
+def _statistics_meta(model, calibrator: Calibrator) -> dict:
+    """What produced the statistics, so a later --from-histograms run needs neither model nor data."""
+    pre = calibrator.loader.preprocess
+    return {
+        "tool": f"int8calib {__version__}",
+        "model": str(model),
+        "model_sha256": model_fingerprint(model),
+        "preprocess": pre.to_dict() if pre is not None else None,
+        "data_sha256": data_fingerprint(calibrator.loader.samples),
+        # Sorted: order does not change the statistics, so it does not change the file either.
+        "data": sorted(str(s.path) + (f"[{s.index}]" if s.index is not None else "") for s in calibrator.loader.samples),
+    }
 
 
 def calibrate(
@@ -40,36 +64,53 @@ def calibrate(
     With ``from_histograms`` the statistics come from a file written earlier with
     ``histograms=`` and neither model nor data is needed. An existing ``cache`` that
     is valid for the method is reused without reading data, as TensorRT does.
+
+    ``method="all"`` computes every method from the same statistics: the result's
+    ``by_method`` holds each one's ranges, and ``cache`` / ``ranges`` are written once
+    per method with the method in the name (calibration.entropy2.cache, ...).
     """
-    algorithm = get_method(method).algorithm
+    names = available() if method == ALL else [method]
+    for name in names:
+        get_method(name)  # fail early on an unknown name
+    for output in (cache, ranges, histograms):
+        if output is not None and not Path(output).resolve().parent.is_dir():
+            raise Int8CalibError(f"{output}: the folder to write it in does not exist")
+    start = time.perf_counter()
     if from_histograms is not None:
         stats = load_statistics(from_histograms)
-        amax = compute_ranges(method, stats, **method_params)
-        result = CalibrationResult(amax, method, algorithm, stats, samples=int(stats.meta.get("samples", 0)))
+        result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
     else:
         if model is None or data is None:
             raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
         runner = ActivationRunner(model, providers)
+        reuse_cache = histograms is None and method != ALL
         calibrator = Calibrator(
             data, runner.inputs, preprocess, batch_size,
-            cache_file=None if histograms is not None else cache,
-            method=method, shuffle=shuffle, skip_bad_images=skip_bad_images,
+            cache_file=cache if reuse_cache else None,
+            method=names[0], shuffle=shuffle, skip_bad_images=skip_bad_images,
         )
-        pre = calibrator.loader.preprocess
-        meta = {
-            "tool": f"int8calib {__version__}",
-            "model": str(model),
-            "model_sha256": model_fingerprint(model),
-            "preprocess": pre.to_dict() if pre is not None else None,
-            "data_sha256": data_fingerprint(calibrator.loader.samples),
-        }
-        result = run_calibrator(calibrator, runner, trt_version, meta, **method_params)
+        meta = _statistics_meta(model, calibrator)
+        if method == ALL:
+            stats = collect_statistics(calibrator, runner, meta)
+            result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
+        else:
+            result = run_calibrator(calibrator, runner, trt_version, meta, **method_params)
+        result.skipped = list(calibrator.skipped)
         if calibrator.skipped:
             logger.warning("skipped %d unreadable sample(s)", len(calibrator.skipped))
         if histograms is not None:
             save_statistics(result.statistics, histograms)
-    if cache is not None and not result.from_cache:
-        write_cache(cache, result.amax, algorithm, trt_version)
-    if ranges is not None:
-        write_ranges(ranges, result.amax)
+    if result.from_cache or method != ALL and from_histograms is None:
+        result.by_method = {method: result.amax}  # run_calibrator read the cache or searched already
+    else:
+        result.by_method, result.search_seconds = compute_all(result.statistics, names, **method_params)
+        if method != ALL:
+            result.amax, result.algorithm = result.by_method[method], get_method(method).algorithm
+    result.seconds = time.perf_counter() - start
+    for name, amax in result.by_method.items():
+        if cache is not None and not result.from_cache:
+            path = method_path(cache, name) if method == ALL else cache
+            write_cache(path, amax, get_method(name).algorithm, trt_version)
+        if ranges is not None:
+            write_ranges(method_path(ranges, name) if method == ALL else ranges, amax)
     return result

@@ -117,6 +117,11 @@ class Calibrator:
 
     # ---- extras --------------------------------------------------------------
     @property
+    def method_params(self) -> dict:
+        """Parameters of the method that this calibrator fixes (LegacyCalibrator's quantile, ...)."""
+        return {}
+
+    @property
     def valid_samples(self) -> int:
         """Real (unpadded) samples in the batch last returned."""
         return self.batch.n if self.batch is not None else 0
@@ -136,6 +141,36 @@ class EntropyCalibrator2(Calibrator):
     method = "entropy2"
 
 
+class EntropyCalibrator(Calibrator):
+    """TensorRT's legacy entropy calibrator (EntropyCalibration): the same KL search as entropy2."""
+
+    method = "entropy"
+
+
+class LegacyCalibrator(Calibrator):
+    """IInt8LegacyCalibrator: the ``quantile`` of |x|, capped at ``regression_cutoff`` x max |x|.
+
+    The two parameters are TensorRT's; see docs/methods.md for how they are read here.
+    """
+
+    method = "legacy"
+
+    def __init__(self, *args, quantile: float = 0.99999, regression_cutoff: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.quantile = float(quantile)
+        self.regression_cutoff = float(regression_cutoff)
+
+    def get_quantile(self) -> float:
+        return self.quantile
+
+    def get_regression_cutoff(self) -> float:
+        return self.regression_cutoff
+
+    @property
+    def method_params(self) -> dict:
+        return {"quantile": self.quantile, "regression_cutoff": self.regression_cutoff}
+
+
 class MinMaxCalibrator(Calibrator):
     """max |x| thresholds (MinMaxCalibration); suits transformers such as BERT."""
 
@@ -152,6 +187,8 @@ class CalibrationResult:
     samples: int = 0
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    by_method: dict[str, dict[str, float]] = field(default_factory=dict)  # {method: amax}; several with "all"
+    search_seconds: dict[str, float] = field(default_factory=dict)  # threshold search time per method
 
 
 def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str, np.ndarray]:
@@ -193,7 +230,7 @@ def run_calibrator(
         logger.info("using calibration cache %s (%d tensors); no data read", calibrator.cache_file, len(cache.scales))
         return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
     stats = collect_statistics(calibrator, runner, meta)
-    amax = compute_ranges(calibrator.method, stats, **method_params)
+    amax = compute_ranges(calibrator.method, stats, **{**calibrator.method_params, **method_params})
     calibrator.write_calibration_cache(format_cache(amax, calibrator.get_algorithm(), trt_version).encode())
     return CalibrationResult(
         amax, calibrator.method, calibrator.get_algorithm(), stats, False, stats.meta.get("samples", 0),

@@ -23,10 +23,18 @@ def register(sub) -> None:
     data.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
 
     method = p.add_argument_group("method")
-    method.add_argument("--method", default="entropy2", help="calibration method (default entropy2)")
+    method.add_argument(
+        "--method", default="entropy2",
+        help="entropy2 (default), entropy, minmax, percentile, mse, legacy, or 'all' to compute every method "
+        "from one pass, print a comparison table and write one cache per method (docs/methods.md)",
+    )
+    method.add_argument("--percentile", type=float, metavar="P", help="percentile method: keep P %% of |x| (default 99.99)")
+    method.add_argument("--quantile", type=float, help="legacy method: IInt8LegacyCalibrator quantile (default 0.99999)")
+    method.add_argument("--regression-cutoff", type=float, help="legacy method: IInt8LegacyCalibrator regression cutoff (default 1.0)")
 
     out = p.add_argument_group("outputs")
-    out.add_argument("--cache", help="TensorRT calibration cache to write (reused when valid)")
+    out.add_argument("--cache", help="TensorRT calibration cache to write (reused when valid); with --method all, "
+                     "one per method: NAME.METHOD.EXT")
     out.add_argument("--trt-version", type=int, default=DEFAULT_TRT_VERSION, help=f"version number in the cache header (default {DEFAULT_TRT_VERSION})")
     out.add_argument("--ranges", help="write {tensor: amax} JSON for setDynamicRange")
     out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
@@ -62,13 +70,38 @@ def run_calibrate(args: argparse.Namespace) -> int:
         providers=args.providers,
         shuffle=args.shuffle,
         skip_bad_images=args.skip_bad_images,
+        **_method_params(args),
     )
+    if args.method == "all":
+        from ..methods.compare import format_table
+
+        print(format_table(result.statistics, result.by_method))
+        for name, seconds in result.search_seconds.items():
+            logger.info("%-10s threshold search %7.1f ms for %d tensors", name, 1e3 * seconds, len(result.by_method[name]))
     outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms) if p) or "no file written"
     if result.from_cache:
         logger.info("%d tensors from the existing cache %s", len(result.amax), args.cache)
     else:
         logger.info(
             "calibrated %d tensors on %d samples with %s in %.1f s -> %s",
-            len(result.amax), result.samples, result.method, result.seconds, outputs,
+            len(result.by_method[next(iter(result.by_method))]), result.samples, result.method, result.seconds, outputs,
         )
     return 0
+
+
+def _method_params(args: argparse.Namespace) -> dict:
+    """The method options given, checked against --method (each goes only to the methods that take it)."""
+    from ..errors import Int8CalibError
+
+    given = {
+        name: value
+        for name, value in (
+            ("percentile", args.percentile), ("quantile", args.quantile), ("regression_cutoff", args.regression_cutoff)
+        )
+        if value is not None
+    }
+    owner = {"percentile": "percentile", "quantile": "legacy", "regression_cutoff": "legacy"}
+    for name in given:
+        if args.method not in ("all", owner[name]):
+            raise Int8CalibError(f"--{name.replace('_', '-')} applies to --method {owner[name]} (or all), not {args.method}")
+    return given
