@@ -64,7 +64,7 @@ def load(path: str | Path) -> Statistics:
         raise StatisticsFormatError(f"{path}: statistics file not found") from None
     except StatisticsFormatError:
         raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise StatisticsFormatError(f"{path}: not a readable statistics file ({exc})") from None
     size = 256 << bits
     tensors = {}
