@@ -1,0 +1,210 @@
+"""--method all, --from-histograms, and caches that depend on neither batch size nor order."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from int8calib.api import calibrate, method_path
+from int8calib.cli import main
+from int8calib.methods import available
+from int8calib.writers.cache import read_cache
+
+METHODS = ["entropy2", "entropy", "minmax", "percentile", "mse", "legacy"]
+HEADERS = {
+    "entropy2": "EntropyCalibration2", "entropy": "EntropyCalibration", "minmax": "MinMaxCalibration",
+    "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2", "legacy": "LegacyCalibration",
+}
+
+
+def small_model(path) -> None:
+    """x[N,3,8,8] -> Conv -> Relu -> Clip(0,6) -> Conv 1x1 -> Add(residual) -> Flatten -> Gemm -> MatMul."""
+    rng = np.random.default_rng(7)
+    init = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.5, "w1"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+        numpy_helper.from_array(rng.standard_normal((10, 256)).astype(np.float32) * 0.1, "wg"),
+        numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "bg"),
+        numpy_helper.from_array(rng.standard_normal((10, 5)).astype(np.float32), "wm"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["conv1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv1"], ["relu1"]),
+        helper.make_node("Clip", ["relu1", "lo", "hi"], ["clip1"]),
+        helper.make_node("Conv", ["clip1", "w2"], ["conv2"]),
+        helper.make_node("Add", ["conv2", "relu1"], ["res"]),
+        helper.make_node("Flatten", ["res"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "wg", "bg"], ["gemm"], transB=1),
+        helper.make_node("MatMul", ["gemm", "wm"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    small_model(folder / "model.onnx")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((45, 3, 8, 8)).astype(np.float32) * rng.uniform(0.1, 3.0, (45, 1, 1, 1)).astype(np.float32)
+    np.save(folder / "data.npy", x)
+    return folder
+
+
+def run_all(small, out, **kwargs):
+    out.mkdir()
+    return calibrate(
+        small / "model.onnx", str(small / "data.npy"), method="all",
+        cache=out / "cal.cache", histograms=out / "stats.npz", **kwargs,
+    )
+
+
+def cache_bytes(folder) -> dict[str, bytes]:
+    return {m: method_path(folder / "cal.cache", m).read_bytes() for m in METHODS}
+
+
+def test_method_all_writes_one_cache_per_method_with_its_header(small, tmp_path):
+    result = run_all(small, tmp_path / "out")
+    assert list(result.by_method) == METHODS == available()
+    tensors = ["x", "conv1", "relu1", "clip1", "conv2", "res", "flat", "gemm", "y"]
+    for m in METHODS:
+        cache = read_cache(tmp_path / "out" / f"cal.{m}.cache")
+        assert cache.algorithm == HEADERS[m]
+        assert list(cache.scales) == tensors
+        for t in tensors:  # the cache holds float32(amax / 127)
+            assert cache.scales[t] == float(np.float32(result.by_method[m][t] / 127))
+    assert result.by_method["minmax"]["clip1"] == pytest.approx(result.statistics["clip1"].amax)
+    assert not (tmp_path / "out" / "cal.cache").exists()
+
+
+def test_caches_are_bit_identical_for_batch_sizes_and_order(small, tmp_path):
+    reference = None
+    for label, kwargs in [("bs1", {"batch_size": 1}), ("bs7", {"batch_size": 7}), ("bs32", {"batch_size": 32}),
+                          ("shuffled", {"batch_size": 7, "shuffle": 11})]:
+        run_all(small, tmp_path / label, **kwargs)
+        got = cache_bytes(tmp_path / label), (tmp_path / label / "stats.npz").read_bytes()
+        if reference is None:
+            reference = got
+        assert got == reference, label
+
+
+def test_from_histograms_reproduces_every_method_bit_for_bit_without_the_model(small, tmp_path):
+    run_all(small, tmp_path / "direct")
+    stats = tmp_path / "direct" / "stats.npz"
+    (tmp_path / "again").mkdir()
+    start = time.perf_counter()
+    result = calibrate(from_histograms=stats, method="all", cache=tmp_path / "again" / "cal.cache")
+    assert time.perf_counter() - start < 5  # generous; the real figure is in docs/methods.md
+    assert cache_bytes(tmp_path / "again") == cache_bytes(tmp_path / "direct")
+    assert result.samples == 45
+    for m in METHODS:  # and one method at a time, as a direct single-method run writes it
+        single = tmp_path / f"{m}.cache"
+        calibrate(small / "model.onnx", str(small / "data.npy"), method=m, cache=single)
+        replay = tmp_path / f"{m}.replay.cache"
+        calibrate(from_histograms=stats, method=m, cache=replay)
+        assert replay.read_bytes() == single.read_bytes() == cache_bytes(tmp_path / "direct")[m]
+
+
+def test_statistics_metadata_describes_model_and_data(small, tmp_path):
+    result = run_all(small, tmp_path / "out")
+    from int8calib.stats import load
+
+    meta = load(tmp_path / "out" / "stats.npz").meta
+    assert meta["samples"] == 45 and meta["tool"].startswith("int8calib ")
+    assert len(meta["model_sha256"]) == 64 and len(meta["data_sha256"]) == 64
+    assert meta["data"] == sorted(meta["data"]) and len(meta["data"]) == 45
+    assert result.statistics.meta == meta
+
+
+def test_cli_method_all_prints_table_sorted_by_disagreement(small, tmp_path, capsys):
+    code = main(["calibrate", str(small / "model.onnx"), "--data", str(small / "data.npy"), "--method", "all",
+                 "--percentile", "99.9", "--cache", str(tmp_path / "c.cache"), "-q"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["tensor", "log2", "spread", *METHODS]
+    rows = [line.split() for line in lines[3:]]
+    assert len(rows) == 9
+    spreads = [float(r[1]) for r in rows]
+    assert spreads == sorted(spreads, reverse=True)
+    clip_row = next(r for r in rows if r[0] == "clip1")
+    assert float(clip_row[2 + 2 * METHODS.index("minmax") + 1]) == 0.0  # minmax clips nothing
+    assert read_cache(tmp_path / "c.percentile.cache").algorithm == "EntropyCalibration2"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "minmax", "--percentile", "99"], "--percentile applies to --method percentile"),
+    (["--method", "nope"], "unknown method 'nope'"),
+    (["--method", "percentile", "--percentile", "0"], "--percentile must be in"),
+    (["--method", "legacy", "--quantile", "2"], "quantile must be in"),
+])
+def test_cli_method_errors_are_one_line_exit_2(small, tmp_path, capsys, args, message):
+    code = main(["calibrate", str(small / "model.onnx"), "--data", str(small / "data.npy"), *args, "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_output_folder_fails_before_running(small, tmp_path, capsys):
+    code = main(["calibrate", str(small / "model.onnx"), "--data", str(small / "data.npy"),
+                 "--histograms", str(tmp_path / "no" / "s.npz"), "-q"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_calibrator_classes_report_algorithm_and_legacy_parameters(small):
+    import int8calib
+    from int8calib.runner.model import load_model, model_inputs
+
+    inputs = model_inputs(load_model(small / "model.onnx"))
+    data = str(small / "data.npy")
+    assert int8calib.EntropyCalibrator(data, inputs).get_algorithm() == "EntropyCalibration"
+    legacy = int8calib.LegacyCalibrator(data, inputs, quantile=0.999, regression_cutoff=0.5)
+    assert legacy.get_algorithm() == "LegacyCalibration"
+    assert (legacy.get_quantile(), legacy.get_regression_cutoff()) == (0.999, 0.5)
+    assert legacy.method_params == {"quantile": 0.999, "regression_cutoff": 0.5}
+
+
+def test_legacy_calibrator_parameters_reach_the_method(small, tmp_path):
+    import int8calib
+    from int8calib.calibrator import run_calibrator
+    from int8calib.methods import compute_amax
+    from int8calib.runner import ActivationRunner
+
+    runner = ActivationRunner(small / "model.onnx")
+    legacy = int8calib.LegacyCalibrator(str(small / "data.npy"), runner.inputs, quantile=0.9, regression_cutoff=0.5)
+    result = run_calibrator(legacy, runner)
+    for t, h in result.statistics.tensors.items():
+        assert result.amax[t] == compute_amax("legacy", h, quantile=0.9, regression_cutoff=0.5)
+
+
+@pytest.mark.acceptance
+def test_efficientnet_caches_identical_for_batch_sizes_and_order(effnet_model, even_images, tmp_path):
+    images = even_images[:64]
+    listing = tmp_path / "calib.txt"
+    listing.write_text("\n".join(images) + "\n")
+    reference = None
+    for label, kwargs in [("bs32", {"batch_size": 32}), ("bs7", {"batch_size": 7}), ("bs1", {"batch_size": 1}),
+                          ("shuffled", {"batch_size": 32, "shuffle": 5})]:
+        (tmp_path / label).mkdir()
+        calibrate(effnet_model, str(listing), "efficientnet-lite", method="all", cache=tmp_path / label / "cal.cache",
+                  histograms=tmp_path / label / "stats.npz", **kwargs)
+        got = cache_bytes(tmp_path / label), (tmp_path / label / "stats.npz").read_bytes()
+        if reference is None:
+            reference = got
+            (tmp_path / "replay").mkdir()
+            calibrate(from_histograms=tmp_path / label / "stats.npz", method="all", cache=tmp_path / "replay" / "cal.cache")
+            assert cache_bytes(tmp_path / "replay") == got[0]
+        assert got == reference, label
