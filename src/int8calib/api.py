@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # the model path imports these when it runs: --from-histograms needs none of them
+    from .calibrator import Calibrator
+    from .preprocess import Preprocess
 
 from . import __version__
-from .calibrator import CalibrationResult, Calibrator, collect_statistics, run_calibrator
 from .errors import Int8CalibError
 from .methods import available, compute_all, get as get_method
-from .preprocess import Preprocess
-from .runner import ActivationRunner
-from .runner.model import model_fingerprint
-from .sources import data_fingerprint
+from .result import CalibrationResult
 from .stats import load as load_statistics, save as save_statistics
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, write_cache
@@ -29,8 +29,11 @@ def method_path(path: "str | Path", method: str) -> Path:
     return path.with_name(f"{path.stem}.{method}{path.suffix}")
 
 
-def _statistics_meta(model, calibrator: Calibrator) -> dict:
+def _statistics_meta(model, calibrator: "Calibrator") -> dict:
     """What produced the statistics, so a later --from-histograms run needs neither model nor data."""
+    from .runner.model import model_fingerprint
+    from .sources import data_fingerprint
+
     pre = calibrator.loader.preprocess
     return {
         "tool": f"int8calib {__version__}",
@@ -82,6 +85,9 @@ def calibrate(
     else:
         if model is None or data is None:
             raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
+        from .calibrator import Calibrator, collect_statistics, run_calibrator
+        from .runner import ActivationRunner
+
         runner = ActivationRunner(model, providers)
         reuse_cache = histograms is None and method != ALL
         calibrator = Calibrator(

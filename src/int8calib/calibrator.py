@@ -18,7 +18,6 @@ the GPU instead.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -28,6 +27,7 @@ from .batching import Batch, BatchLoader
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
+from .result import CalibrationResult
 from .runner import ActivationRunner
 from .runner.model import InputInfo
 from .sources import Sample, resolve
@@ -175,20 +175,6 @@ class MinMaxCalibrator(Calibrator):
     """max |x| thresholds (MinMaxCalibration); suits transformers such as BERT."""
 
     method = "minmax"
-
-
-@dataclass
-class CalibrationResult:
-    amax: dict[str, float]
-    method: str
-    algorithm: str
-    statistics: Statistics | None = None
-    from_cache: bool = False
-    samples: int = 0
-    seconds: float = 0.0
-    skipped: list[str] = field(default_factory=list)
-    by_method: dict[str, dict[str, float]] = field(default_factory=dict)  # {method: amax}; several with "all"
-    search_seconds: dict[str, float] = field(default_factory=dict)  # threshold search time per method
 
 
 def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str, np.ndarray]:
