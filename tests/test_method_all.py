@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from int8calib.api import calibrate, method_path
 from int8calib.cli import main
 from int8calib.methods import available
 from int8calib.writers.cache import read_cache
+from tinymodels import residual_cnn
 
 METHODS = ["entropy2", "entropy", "minmax", "percentile", "mse", "legacy"]
 HEADERS = {
@@ -21,45 +20,10 @@ HEADERS = {
 }
 
 
-def small_model(path) -> None:
-    """x[N,3,8,8] -> Conv -> Relu -> Clip(0,6) -> Conv 1x1 -> Add(residual) -> Flatten -> Gemm -> MatMul."""
-    rng = np.random.default_rng(7)
-    init = [
-        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.5, "w1"),
-        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b1"),
-        numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2"),
-        numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-        numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
-        numpy_helper.from_array(rng.standard_normal((10, 256)).astype(np.float32) * 0.1, "wg"),
-        numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "bg"),
-        numpy_helper.from_array(rng.standard_normal((10, 5)).astype(np.float32), "wm"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["conv1"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["conv1"], ["relu1"]),
-        helper.make_node("Clip", ["relu1", "lo", "hi"], ["clip1"]),
-        helper.make_node("Conv", ["clip1", "w2"], ["conv2"]),
-        helper.make_node("Add", ["conv2", "relu1"], ["res"]),
-        helper.make_node("Flatten", ["res"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "wg", "bg"], ["gemm"], transB=1),
-        helper.make_node("MatMul", ["gemm", "wm"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "small",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
-        init,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     folder = tmp_path_factory.mktemp("small")
-    small_model(folder / "model.onnx")
+    residual_cnn(folder / "model.onnx")  # Conv, Relu, Clip, Add residual, GlobalAveragePool, Gemm, MatMul
     rng = np.random.default_rng(3)
     x = rng.standard_normal((45, 3, 8, 8)).astype(np.float32) * rng.uniform(0.1, 3.0, (45, 1, 1, 1)).astype(np.float32)
     np.save(folder / "data.npy", x)
@@ -81,14 +45,14 @@ def cache_bytes(folder) -> dict[str, bytes]:
 def test_method_all_writes_one_cache_per_method_with_its_header(small, tmp_path):
     result = run_all(small, tmp_path / "out")
     assert list(result.by_method) == METHODS == available()
-    tensors = ["x", "conv1", "relu1", "clip1", "conv2", "res", "flat", "gemm", "y"]
+    tensors = ["input", "conv1", "relu1", "conv2", "clip2", "add", "pool", "flat", "gemm", "logits"]
     for m in METHODS:
         cache = read_cache(tmp_path / "out" / f"cal.{m}.cache")
         assert cache.algorithm == HEADERS[m]
         assert list(cache.scales) == tensors
         for t in tensors:  # the cache holds float32(amax / 127)
             assert cache.scales[t] == float(np.float32(result.by_method[m][t] / 127))
-    assert result.by_method["minmax"]["clip1"] == pytest.approx(result.statistics["clip1"].amax)
+    assert result.by_method["minmax"]["clip2"] == result.statistics["clip2"].amax
     assert not (tmp_path / "out" / "cal.cache").exists()
 
 
@@ -138,10 +102,10 @@ def test_cli_method_all_prints_table_sorted_by_disagreement(small, tmp_path, cap
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["tensor", "log2", "spread", *METHODS]
     rows = [line.split() for line in lines[3:]]
-    assert len(rows) == 9
+    assert len(rows) == 10
     spreads = [float(r[1]) for r in rows]
     assert spreads == sorted(spreads, reverse=True)
-    clip_row = next(r for r in rows if r[0] == "clip1")
+    clip_row = next(r for r in rows if r[0] == "clip2")
     assert float(clip_row[2 + 2 * METHODS.index("minmax") + 1]) == 0.0  # minmax clips nothing
     assert read_cache(tmp_path / "c.percentile.cache").algorithm == "EntropyCalibration2"
 

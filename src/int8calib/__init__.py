@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "calibrate": ("int8calib.api", "calibrate"),
+    "inspect": ("int8calib.inspection", "inspect"),
     "Calibrator": ("int8calib.calibrator", "Calibrator"),
     "EntropyCalibrator2": ("int8calib.calibrator", "EntropyCalibrator2"),
     "EntropyCalibrator": ("int8calib.calibrator", "EntropyCalibrator"),

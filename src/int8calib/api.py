@@ -6,21 +6,22 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-if TYPE_CHECKING:  # the model path imports these when it runs: --from-histograms needs none of them
-    from .calibrator import Calibrator
-    from .preprocess import Preprocess
-
-from . import __version__
 from .errors import Int8CalibError
 from .methods import available, compute_all, get as get_method
 from .result import CalibrationResult
 from .stats import load as load_statistics, save as save_statistics
 from .util.log import logger
-from .writers.cache import DEFAULT_TRT_VERSION, write_cache
+from .writers.cache import DEFAULT_TRT_VERSION, warn_zero_tensors, write_cache
+from .writers.provenance import provenance_dict
 from .writers.ranges import write_ranges
 
+if TYPE_CHECKING:  # the model path imports these when it runs: --from-histograms needs none of them
+    from .preprocess import Preprocess
 
 ALL = "all"  # --method all: every method from one pass
+
+# The statistics file records what the statistics depend on; the method comes later.
+_STATISTICS_FIELDS = ("tool", "model_sha256", "preprocess", "data_sha256")
 
 
 def method_path(path: "str | Path", method: str) -> Path:
@@ -29,21 +30,14 @@ def method_path(path: "str | Path", method: str) -> Path:
     return path.with_name(f"{path.stem}.{method}{path.suffix}")
 
 
-def _statistics_meta(model, calibrator: "Calibrator") -> dict:
-    """What produced the statistics, so a later --from-histograms run needs neither model nor data."""
-    from .runner.model import model_fingerprint
-    from .sources import data_fingerprint
-
-    pre = calibrator.loader.preprocess
-    return {
-        "tool": f"int8calib {__version__}",
-        "model": str(model),
-        "model_sha256": model_fingerprint(model),
-        "preprocess": pre.to_dict() if pre is not None else None,
-        "data_sha256": data_fingerprint(calibrator.loader.samples),
-        # Sorted: order does not change the statistics, so it does not change the file either.
-        "data": sorted(str(s.path) + (f"[{s.index}]" if s.index is not None else "") for s in calibrator.loader.samples),
-    }
+def _record(base: dict, method: str, params: dict) -> dict:
+    """The provenance of ``method``'s outputs from statistics described by ``base``."""
+    m = get_method(method)
+    own = {k: v for k, v in params.items() if k in m.params}
+    return provenance_dict(
+        base.get("model_sha256"), method, {**m.params, **own}, base.get("preprocess"), base.get("data_sha256"),
+        m.algorithm,
+    )
 
 
 def calibrate(
@@ -60,63 +54,87 @@ def calibrate(
     providers: Sequence[str] | None = None,
     shuffle: int | None = None,
     skip_bad_images: bool = False,
+    report: "str | Path | None" = None,
+    reuse_cache: str = "auto",
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
 
     With ``from_histograms`` the statistics come from a file written earlier with
-    ``histograms=`` and neither model nor data is needed. An existing ``cache`` that
-    is valid for the method is reused without reading data, as TensorRT does.
+    ``histograms=`` and neither model nor data is needed. An existing ``cache`` whose
+    provenance sidecar matches model, method, preprocessing and data is reused without
+    reading data, as TensorRT does, unless ``histograms`` or ``report`` (an HTML
+    file, see :mod:`int8calib.report`) needs the statistics; ``reuse_cache`` is
+    ``auto``, ``strict`` (a stale cache is an error) or ``never``. Every file is written atomically with a sidecar
+    ``<file>.json`` recording what produced it (see docs/trust.md).
 
-    ``method="all"`` computes every method from the same statistics: the result's
-    ``by_method`` holds each one's ranges, and ``cache`` / ``ranges`` are written once
-    per method with the method in the name (calibration.entropy2.cache, ...).
+    ``method="all"`` computes every method from the same statistics (never reusing a
+    cache): ``result.by_method`` holds each one's ranges and ``cache`` / ``ranges`` are
+    written once per method, named by :func:`method_path` (calibration.entropy2.cache, ...).
     """
     names = available() if method == ALL else [method]
     for name in names:
         get_method(name)  # fail early on an unknown name
-    for output in (cache, ranges, histograms):
+    for output in (cache, ranges, histograms, report):
         if output is not None and not Path(output).resolve().parent.is_dir():
             raise Int8CalibError(f"{output}: the folder to write it in does not exist")
     start = time.perf_counter()
     if from_histograms is not None:
         stats = load_statistics(from_histograms)
         result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
+        base = stats.meta
     else:
-        if model is None or data is None:
-            raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
         from .calibrator import Calibrator, collect_statistics, run_calibrator
         from .runner import ActivationRunner
+        from .runner.model import load_model, model_inputs
 
-        runner = ActivationRunner(model, providers)
-        reuse_cache = histograms is None and method != ALL
+        if model is None or data is None:
+            raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
+        inputs = model_inputs(load_model(model, load_external_data=False))
+        if not inputs:
+            raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")
         calibrator = Calibrator(
-            data, runner.inputs, preprocess, batch_size,
-            cache_file=cache if reuse_cache else None,
-            method=names[0], shuffle=shuffle, skip_bad_images=skip_bad_images,
+            data, inputs, preprocess, batch_size, cache_file=None if method == ALL else cache, method=names[0],
+            shuffle=shuffle, skip_bad_images=skip_bad_images, reuse_cache=reuse_cache, model=model,
+            method_params=None if method == ALL else method_params,
         )
-        meta = _statistics_meta(model, calibrator)
+        if histograms is not None or report is not None:
+            # Saving statistics needs a real run, so the cache is recomputed; strict still refuses a stale one.
+            if reuse_cache == "strict":
+                calibrator.read_calibration_cache()
+            calibrator.reuse_cache = "never"
+        base = calibrator.provenance()
+        meta = {k: base[k] for k in _STATISTICS_FIELDS} | {"model": str(model)}
+        if hasattr(calibrator.loader, "samples"):  # files, not feed dicts: list them, sorted as order does not matter
+            meta["data"] = sorted(str(s.path) + (f"[{s.index}]" if s.index is not None else "") for s in calibrator.loader.samples)
         if method == ALL:
-            stats = collect_statistics(calibrator, runner, meta)
-            result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
+            result = CalibrationResult({}, method, "", collect_statistics(calibrator, ActivationRunner(model, providers), meta))
+            result.samples = int(result.statistics.meta.get("samples", 0))
         else:
-            result = run_calibrator(calibrator, runner, trt_version, meta, **method_params)
+            result = run_calibrator(calibrator, lambda: ActivationRunner(model, providers), trt_version, meta)
+            result.by_method = {method: result.amax}  # searched (and the cache written) already, or reused
         result.skipped = list(calibrator.skipped)
         if calibrator.skipped:
-            logger.warning("skipped %d unreadable sample(s)", len(calibrator.skipped))
+            logger.warning("skipped %d unreadable sample(s); first: %s", len(calibrator.skipped), calibrator.skipped[0])
         if histograms is not None:
             save_statistics(result.statistics, histograms)
-    if result.from_cache or method != ALL and from_histograms is None:
-        result.by_method = {method: result.amax}  # run_calibrator read the cache or searched already
-    else:
+    if not result.by_method:
         result.by_method, result.search_seconds = compute_all(result.statistics, names, **method_params)
+        for name, amax in result.by_method.items():
+            warn_zero_tensors(amax)
+            if cache is not None:
+                write_cache(method_path(cache, name) if method == ALL else cache, amax,
+                            get_method(name).algorithm, trt_version, _record(base, name, method_params))
         if method != ALL:
             result.amax, result.algorithm = result.by_method[method], get_method(method).algorithm
+    if ranges is not None:
+        for name, amax in result.by_method.items():
+            write_ranges(method_path(ranges, name) if method == ALL else ranges, amax, _record(base, name, method_params))
+    if report is not None:
+        from .report import method_ranges, write_report
+
+        stats = result.statistics
+        chosen = "entropy2" if method == ALL else method
+        write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen)
     result.seconds = time.perf_counter() - start
-    for name, amax in result.by_method.items():
-        if cache is not None and not result.from_cache:
-            path = method_path(cache, name) if method == ALL else cache
-            write_cache(path, amax, get_method(name).algorithm, trt_version)
-        if ranges is not None:
-            write_ranges(method_path(ranges, name) if method == ALL else ranges, amax)
     return result

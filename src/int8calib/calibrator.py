@@ -3,7 +3,7 @@
 TensorRT drives a calibrator like this, and so does :func:`run_calibrator`::
 
     cache = calibrator.read_calibration_cache()
-    if cache is valid: use it, touch no data
+    if cache is valid (its provenance sidecar matches): use it, touch no data
     else:
         while (batch := calibrator.get_batch(input_names)) is not None:
             run the network on batch, histogram every activation
@@ -19,29 +19,42 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .batching import Batch, BatchLoader
+from .batching import Batch, BatchLoader, FeedDictLoader
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
 from .result import CalibrationResult
 from .runner import ActivationRunner
-from .runner.model import InputInfo
-from .sources import Sample, resolve
+from .runner.model import InputInfo, calibratable_tensors, load_model, model_fingerprint
+from .sources import FeedDictSource, Sample, resolve
 from .stats import Statistics, StatsCollector
-from .util.atomic import write_bytes
 from .util.log import logger, progress_bar
-from .writers.cache import DEFAULT_TRT_VERSION, format_cache, parse_cache
+from .writers.cache import DEFAULT_TRT_VERSION, CalibrationCache, format_cache, parse_cache, warn_zero_tensors
+from .writers.provenance import check_output, provenance_dict, write_with_sidecar
+
+REUSE_MODES = ("auto", "strict", "never")
+
+
+class StaleCacheError(Int8CalibError):
+    """--reuse-cache=strict and the existing cache does not match the current inputs."""
 
 
 class Calibrator:
     """Serves calibration batches and the cache, like an ``IInt8Calibrator`` subclass.
 
-    ``data`` is anything :func:`int8calib.sources.resolve` takes, or a list of samples;
+    ``data`` is anything :func:`int8calib.sources.resolve` takes, a list of samples, or
+    feed dicts: a :class:`~int8calib.sources.FeedDictSource`, a function returning them, or a list of them;
     ``inputs`` the model's inputs (:func:`int8calib.runner.model_inputs`).
+
+    ``reuse_cache`` decides what happens to an existing ``cache_file``: ``auto`` reuses
+    it when valid and recomputes when stale, ``strict`` raises :class:`StaleCacheError`
+    instead of recomputing, ``never`` always recomputes. Validity is judged from the
+    provenance sidecar ``<cache>.json`` (model, method, preprocessing, data); a cache
+    without one is checked against ``model``'s tensor names and the method's algorithm.
     """
 
     method = "entropy2"
@@ -56,15 +69,36 @@ class Calibrator:
         method: str | None = None,
         shuffle: int | None = None,
         skip_bad_images: bool = False,
+        reuse_cache: str = "auto",
+        model: "str | Path | None" = None,
+        method_params: dict | None = None,
     ):
+        if reuse_cache not in REUSE_MODES:
+            raise Int8CalibError(f"--reuse-cache must be one of {', '.join(REUSE_MODES)}, got {reuse_cache!r}")
         if method is not None:
             self.method = method
-        get_method(self.method)  # fail early on an unknown name
+        unknown = set(method_params or {}) - set(get_method(self.method).params)  # also fails on an unknown name
+        if unknown:
+            raise Int8CalibError(f"method '{self.method}' takes no parameter(s) {sorted(unknown)}")
         self.inputs = list(inputs)
-        samples = data if _is_samples(data) else resolve(data, {i.name: len(i.shape) for i in self.inputs}, shuffle)
-        pre = Preprocess.load(preprocess) if preprocess is not None else None
-        self.loader = BatchLoader(samples, self.inputs, pre, batch_size, skip_bad_images)
+        if isinstance(data, (list, tuple)) and data and all(isinstance(d, Mapping) for d in data):
+            feeds = list(data)
+            data = FeedDictSource(lambda: feeds, "feed dicts")
+        elif callable(data) and not isinstance(data, FeedDictSource):
+            data = FeedDictSource(data)
+        if isinstance(data, FeedDictSource):
+            if preprocess is not None:
+                raise Int8CalibError(f"{data.origin} yields model inputs: a preprocessing spec does not apply to it")
+            self.loader: BatchLoader | FeedDictLoader = FeedDictLoader(data, self.inputs, batch_size)
+        else:
+            samples = data if _is_samples(data) else resolve(data, {i.name: len(i.shape) for i in self.inputs}, shuffle)
+            pre = Preprocess.load(preprocess) if preprocess is not None else None
+            self.loader = BatchLoader(samples, self.inputs, pre, batch_size, skip_bad_images)
         self.cache_file = Path(cache_file) if cache_file is not None else None
+        self.reuse_cache = reuse_cache
+        self.model = Path(model) if model is not None else None
+        self.method_params = dict(method_params or {})
+        self._provenance: dict | None = None
         self._batches: Iterator[Batch] | None = None
         self.batch: Batch | None = None  # the batch last returned by get_batch
 
@@ -89,26 +123,83 @@ class Calibrator:
             raise Int8CalibError(f"the engine asked for input {exc.args[0]!r}, which the data does not feed") from None
 
     def read_calibration_cache(self) -> bytes | None:
-        """The cache's bytes when it exists, parses and matches this calibrator's algorithm."""
-        if self.cache_file is None or not self.cache_file.is_file():
+        """The cache's bytes when it exists and is valid for this calibration, else None.
+
+        Reads no calibration data (the data files are hashed, not decoded) and runs nothing.
+        """
+        if self.cache_file is None or self.reuse_cache == "never" or not self.cache_file.is_file():
             return None
-        data = self.cache_file.read_bytes()
         try:
+            data = self.cache_file.read_bytes()
             cache = parse_cache(data.decode("utf-8"), str(self.cache_file))
-        except (CacheFormatError, UnicodeDecodeError) as exc:
-            logger.warning("ignoring unreadable cache %s: %s", self.cache_file, exc)
-            return None
-        if cache.algorithm != self.get_algorithm():
-            logger.info(
-                "cache %s was written by %s, this calibrator is %s: recalibrating",
-                self.cache_file, cache.algorithm, self.get_algorithm(),
+        except (CacheFormatError, UnicodeDecodeError, OSError) as exc:
+            return self._stale([f"it cannot be read ({exc})"])
+        valid, reasons = check_output(self.cache_file, data, self.provenance())
+        if valid is None:
+            reasons = self._check_foreign(cache)
+            if reasons:
+                return self._stale(reasons)
+            logger.warning(
+                "reusing calibration cache %s (%d tensors): it has no provenance sidecar, so only its tensor "
+                "names and algorithm were checked, not the data or preprocessing (--reuse-cache=never recomputes)",
+                self.cache_file, len(cache.scales),
             )
-            return None
+            return data
+        if not valid:
+            return self._stale(reasons)
+        logger.info("reusing calibration cache %s (%d tensors): model, method, preprocessing and data unchanged; no data read",
+                    self.cache_file, len(cache.scales))
         return data
 
     def write_calibration_cache(self, cache: bytes) -> None:
+        """Write the cache atomically, then its provenance sidecar."""
         if self.cache_file is not None:
-            write_bytes(self.cache_file, bytes(cache))
+            write_with_sidecar(self.cache_file, bytes(cache), self.provenance())
+
+    def reset(self) -> None:
+        """Start serving batches from the first sample again."""
+        self._batches = None
+        self.batch = None
+
+    # ---- provenance ----------------------------------------------------------
+    def provenance(self) -> dict:
+        """What this calibration depends on: model, method, preprocessing and data hashes."""
+        if self._provenance is None:
+            m = get_method(self.method)
+            pre = self.loader.preprocess
+            self._provenance = provenance_dict(
+                model_fingerprint(self.model) if self.model is not None else None,
+                self.method,
+                {**m.params, **self.method_params},
+                pre.to_dict() if pre is not None else None,
+                self.loader.fingerprint(),
+                m.algorithm,
+            )
+        return self._provenance
+
+    def _stale(self, reasons: list[str]) -> None:
+        message = f"{self.cache_file}: calibration cache is stale: " + "; ".join(reasons)
+        if self.reuse_cache == "strict":
+            raise StaleCacheError(message + " (--reuse-cache=strict; use auto to recompute)")
+        logger.warning("%s; recalibrating and replacing it", message)
+        return None
+
+    def _check_foreign(self, cache: CalibrationCache) -> list[str]:
+        """Mismatches between a cache of unknown origin and this model and method, by name."""
+        reasons = []
+        if cache.algorithm != self.get_algorithm():
+            reasons.append(f"its algorithm is {cache.algorithm}, method '{self.method}' writes {self.get_algorithm()}")
+        if self.model is not None:
+            expected = calibratable_tensors(load_model(self.model, load_external_data=False))
+            # TensorRT also lists its own unnamed layers' outputs; they cannot match ONNX names.
+            present = {n for n in cache.scales if not n.startswith("(Unnamed Layer")}
+            missing = [n for n in expected if n not in cache.scales]
+            extra = [n for n in cache.scales if n in present and n not in set(expected)]
+            if missing:
+                reasons.append(f"no scale for model tensor(s) {_names(missing)}")
+            if extra:
+                reasons.append(f"tensor(s) {_names(extra)} are not in the model")
+        return reasons
 
     def reset(self) -> None:
         """Start serving batches from the first sample again."""
@@ -117,11 +208,6 @@ class Calibrator:
 
     # ---- extras --------------------------------------------------------------
     @property
-    def method_params(self) -> dict:
-        """Parameters of the method that this calibrator fixes (LegacyCalibrator's quantile, ...)."""
-        return {}
-
-    @property
     def valid_samples(self) -> int:
         """Real (unpadded) samples in the batch last returned."""
         return self.batch.n if self.batch is not None else 0
@@ -129,6 +215,11 @@ class Calibrator:
     @property
     def skipped(self) -> list[str]:
         return self.loader.skipped
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    text = ", ".join(f"'{n}'" for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _is_samples(data) -> bool:
@@ -150,25 +241,24 @@ class EntropyCalibrator(Calibrator):
 class LegacyCalibrator(Calibrator):
     """IInt8LegacyCalibrator: the ``quantile`` of |x|, capped at ``regression_cutoff`` x max |x|.
 
-    The two parameters are TensorRT's; see docs/methods.md for how they are read here.
+    The two parameters are TensorRT's; docs/methods.md says how they are read here.
     """
 
     method = "legacy"
 
-    def __init__(self, *args, quantile: float = 0.99999, regression_cutoff: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.quantile = float(quantile)
-        self.regression_cutoff = float(regression_cutoff)
+    def __init__(self, *args, quantile: float | None = None, regression_cutoff: float | None = None, **kwargs):
+        params = dict(kwargs.pop("method_params", None) or {})
+        if quantile is not None:
+            params["quantile"] = float(quantile)
+        if regression_cutoff is not None:
+            params["regression_cutoff"] = float(regression_cutoff)
+        super().__init__(*args, method_params=params, **kwargs)
 
     def get_quantile(self) -> float:
-        return self.quantile
+        return float(self.method_params.get("quantile", get_method("legacy").params["quantile"]))
 
     def get_regression_cutoff(self) -> float:
-        return self.regression_cutoff
-
-    @property
-    def method_params(self) -> dict:
-        return {"quantile": self.quantile, "regression_cutoff": self.regression_cutoff}
+        return float(self.method_params.get("regression_cutoff", get_method("legacy").params["regression_cutoff"]))
 
 
 class MinMaxCalibrator(Calibrator):
@@ -187,13 +277,13 @@ def collect_statistics(calibrator: Calibrator, runner: ActivationRunner, meta: d
     """Pull every batch from ``calibrator``, run it, and histogram the activations."""
     names = [i.name for i in runner.inputs]
     collector = StatsCollector()
-    bar = progress_bar(len(calibrator.loader.samples), "collecting", "img")
+    bar = progress_bar(calibrator.loader.sample_count, "collecting", "img")
     try:
         while (arrays := calibrator.get_batch(names)) is not None:
             n = calibrator.valid_samples
             activations = runner.run(dict(zip(names, arrays)))
             collector.collect(_unpad(activations, n, arrays[0].shape[0]), samples=n)
-            bar.update(len(calibrator.batch.samples))
+            bar.update(n)
     finally:
         bar.close()
     if collector.samples == 0:
@@ -203,20 +293,26 @@ def collect_statistics(calibrator: Calibrator, runner: ActivationRunner, meta: d
 
 def run_calibrator(
     calibrator: Calibrator,
-    runner: ActivationRunner,
+    runner: "ActivationRunner | Callable[[], ActivationRunner]",
     trt_version: int = DEFAULT_TRT_VERSION,
     meta: dict | None = None,
     **method_params,
 ) -> CalibrationResult:
-    """Drive ``calibrator`` the way TensorRT's builder does, with ONNX Runtime as the network."""
+    """Drive ``calibrator`` the way TensorRT's builder does, with ONNX Runtime as the network.
+
+    ``runner`` may be a function that builds it, so a reused cache never loads the model
+    into ONNX Runtime.
+    """
     start = time.perf_counter()
     cached = calibrator.read_calibration_cache()
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
-        logger.info("using calibration cache %s (%d tensors); no data read", calibrator.cache_file, len(cache.scales))
         return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
+    if not isinstance(runner, ActivationRunner):
+        runner = runner()
     stats = collect_statistics(calibrator, runner, meta)
     amax = compute_ranges(calibrator.method, stats, **{**calibrator.method_params, **method_params})
+    warn_zero_tensors(amax)
     calibrator.write_calibration_cache(format_cache(amax, calibrator.get_algorithm(), trt_version).encode())
     return CalibrationResult(
         amax, calibrator.method, calibrator.get_algorithm(), stats, False, stats.meta.get("samples", 0),

@@ -8,6 +8,7 @@ statistics.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 from ..errors import Int8CalibError
 from ..preprocess import Preprocess
 from ..runner.model import InputInfo
-from ..sources import Sample
+from ..sources import Sample, data_fingerprint
 from ..util.log import logger
 
 
@@ -47,8 +48,7 @@ class BatchLoader:
         self.preprocess = preprocess
         self.skip_bad = skip_bad
         self.skipped: list[str] = []
-        fixed = {i.fixed_batch for i in self.inputs} - {None}
-        self.fixed_batch = fixed.pop() if len(fixed) == 1 else None
+        self.fixed_batch = fixed_batch_size(self.inputs)
         if self.fixed_batch is not None and self.fixed_batch != batch_size:
             logger.info("model batch size is fixed at %d; using it instead of %d", self.fixed_batch, batch_size)
             batch_size = self.fixed_batch
@@ -61,15 +61,33 @@ class BatchLoader:
                     f"the model has {len(self.inputs)} inputs ({', '.join(i.name for i in self.inputs)}); "
                     "images can feed only a single-input model: give .npz files or a data-loader script"
                 )
+            if self.inputs[0].dtype.kind != "f":
+                raise Int8CalibError(
+                    f"input '{self.inputs[0].name}' is {self.inputs[0].dtype}, not float: images cannot feed it "
+                    "(give .npy/.npz data of that type)"
+                )
             preprocess.check_input(self.inputs[0].name, self.inputs[0].shape)
 
     def __len__(self) -> int:
         return -(-len(self.samples) // self.batch_size)
 
+    @property
+    def sample_count(self) -> int | None:
+        """Samples to expect (for progress bars)."""
+        return len(self.samples)
+
+    def fingerprint(self) -> str:
+        return data_fingerprint(self.samples)
+
     def load_sample(self, sample: Sample) -> dict[str, np.ndarray]:
         """One sample as {input name: array without batch axis}."""
         if sample.kind == "image":
-            return {self.inputs[0].name: self.preprocess(sample.path)}
+            try:
+                return {self.inputs[0].name: self.preprocess(sample.path)}
+            except Int8CalibError as exc:
+                if not sample.origin:
+                    raise
+                raise Int8CalibError(f"{exc} (listed at {sample.origin})") from None
         try:
             if sample.kind == "npy":
                 arr = np.load(sample.path, mmap_mode="r", allow_pickle=False)
@@ -77,7 +95,9 @@ class BatchLoader:
             else:
                 with np.load(sample.path, allow_pickle=False) as z:
                     arrays = {i.name: z[i.name] for i in self.inputs}
-        except (OSError, ValueError, KeyError) as exc:
+        except FileNotFoundError:
+            raise Int8CalibError(f"{sample}: tensor file not found") from None
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise Int8CalibError(f"{sample}: cannot read tensor file ({exc})") from None
         return {
             name: np.array(a if sample.index is None else a[sample.index]) for name, a in arrays.items()
@@ -113,16 +133,28 @@ class BatchLoader:
                     f"input '{info.name}': samples of different shapes {', '.join(shapes)} in one batch "
                     f"(first: {used[0]})"
                 ) from None
-            arr = arr.astype(info.dtype, copy=False)
-            _check_shape(info, arr, used[0])
-            if self.fixed_batch is not None and n < self.fixed_batch:
-                pad = np.zeros((self.fixed_batch - n, *arr.shape[1:]), arr.dtype)
-                arr = np.concatenate([arr, pad])
-            feeds[info.name] = arr
+            feeds[info.name] = fit_batch(info, arr, self.fixed_batch, used[0])
         return Batch(feeds, n, used)
 
 
-def _check_shape(info: InputInfo, arr: np.ndarray, first: Sample) -> None:
+def fixed_batch_size(inputs: Sequence[InputInfo]) -> int | None:
+    """The batch size the model's inputs insist on, or None when the batch axis is dynamic."""
+    fixed = {i.fixed_batch for i in inputs} - {None}
+    return fixed.pop() if len(fixed) == 1 else None
+
+
+def fit_batch(info: InputInfo, arr: np.ndarray, fixed_batch: int | None, origin) -> np.ndarray:
+    """``arr`` (batch on axis 0) cast to the input's type, checked against its shape and
+    zero-padded to ``fixed_batch`` rows; ``origin`` names the data in error messages."""
+    arr = arr.astype(info.dtype, copy=False)
+    _check_shape(info, arr, origin)
+    if fixed_batch is not None and arr.shape[0] < fixed_batch:
+        pad = np.zeros((fixed_batch - arr.shape[0], *arr.shape[1:]), arr.dtype)
+        arr = np.concatenate([arr, pad])
+    return arr
+
+
+def _check_shape(info: InputInfo, arr: np.ndarray, first) -> None:
     if len(info.shape) and arr.ndim != len(info.shape):
         raise Int8CalibError(
             f"input '{info.name}': data of shape {list(arr.shape)} does not match the model's {list(info.shape)} (from {first})"

@@ -7,14 +7,15 @@ Each command module has ``register(subparsers)``, which adds its parser and sets
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .. import __version__
 from ..errors import Int8CalibError
 from ..util import log
-from . import calibrate
+from . import build, calibrate, demo, inspect
 
-COMMANDS = [calibrate]
+COMMANDS = [calibrate, inspect, build, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,17 +37,34 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so it unwinds like Ctrl-C (temporary files removed)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log.configure(getattr(args, "verbose", 0), getattr(args, "quiet", False))
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
         return int(args.run(args) or 0)
     except Int8CalibError as exc:
         print(f"int8calib: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("int8calib: interrupted; no output was changed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # Every output is renamed into place complete, so files are old or new, never partial.
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
+        print(f"int8calib: {what}; no file was left half-written", file=sys.stderr)
+        return code
     except BrokenPipeError:
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

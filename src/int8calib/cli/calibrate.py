@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..writers.cache import DEFAULT_TRT_VERSION
+from .options import add_data_loader_script_option, data_from_args
 
 
 def register(sub) -> None:
@@ -21,6 +22,7 @@ def register(sub) -> None:
     data.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32); results do not depend on it")
     data.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed")
     data.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
+    add_data_loader_script_option(data)
 
     method = p.add_argument_group("method")
     method.add_argument(
@@ -35,10 +37,22 @@ def register(sub) -> None:
     out = p.add_argument_group("outputs")
     out.add_argument("--cache", help="TensorRT calibration cache to write (reused when valid); with --method all, "
                      "one per method: NAME.METHOD.EXT")
+    out.add_argument(
+        "--reuse-cache", choices=("auto", "strict", "never"), default="auto",
+        help="existing --cache: auto reuses it when model, method, preprocessing and data are unchanged and "
+        "recomputes it otherwise; strict fails (exit 2) instead of recomputing; never always recomputes",
+    )
     out.add_argument("--trt-version", type=int, default=DEFAULT_TRT_VERSION, help=f"version number in the cache header (default {DEFAULT_TRT_VERSION})")
     out.add_argument("--ranges", help="write {tensor: amax} JSON for setDynamicRange")
     out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
     out.add_argument("--from-histograms", help="compute ranges from a saved statistics file instead of running the model")
+
+    report = p.add_argument_group("report")
+    report.add_argument(
+        "--report", metavar="HTML",
+        help="write a self-contained HTML report: |x| histograms with every method's threshold, "
+        "a sortable table of tensors and where to look (needs the 'report' extra)",
+    )
 
     run = p.add_argument_group("runtime")
     run.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
@@ -54,11 +68,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..errors import Int8CalibError
     from ..util.log import logger
 
-    if args.from_histograms is None and (args.model is None or args.data is None):
-        raise Int8CalibError("calibrate needs MODEL and --data, or --from-histograms FILE")
+    data = data_from_args(args)
+    if args.from_histograms is None and (args.model is None or data is None):
+        raise Int8CalibError("calibrate needs MODEL and --data (or --data-loader-script), or --from-histograms FILE")
     result = calibrate(
         model=args.model,
-        data=args.data,
+        data=data,
         preprocess=args.preprocess,
         method=args.method,
         batch_size=args.batch_size,
@@ -70,6 +85,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         providers=args.providers,
         shuffle=args.shuffle,
         skip_bad_images=args.skip_bad_images,
+        report=args.report,
+        reuse_cache=args.reuse_cache,
         **_method_params(args),
     )
     if args.method == "all":
@@ -78,13 +95,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
         print(format_table(result.statistics, result.by_method))
         for name, seconds in result.search_seconds.items():
             logger.info("%-10s threshold search %7.1f ms for %d tensors", name, 1e3 * seconds, len(result.by_method[name]))
-    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms) if p) or "no file written"
+    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report) if p) or "no file written"
     if result.from_cache:
         logger.info("%d tensors from the existing cache %s", len(result.amax), args.cache)
     else:
         logger.info(
             "calibrated %d tensors on %d samples with %s in %.1f s -> %s",
-            len(result.by_method[next(iter(result.by_method))]), result.samples, result.method, result.seconds, outputs,
+            len(next(iter(result.by_method.values()))), result.samples, result.method, result.seconds, outputs,
         )
     return 0
 

@@ -32,17 +32,67 @@ class InputInfo:
         return None
 
 
+def external_data_files(model: onnx.ModelProto, path: str | Path) -> list[Path]:
+    """The external data files of ``model`` (loaded without them) stored beside ``path``.
+
+    Raises a one-line error when one points outside the model's folder (an absolute
+    path or ``..``: a model file must not make int8calib read arbitrary files) or is missing.
+    """
+    path = Path(path)
+    folder = path.parent.resolve()
+    files: dict[str, Path] = {}
+    for t in _all_tensors(model):
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        if location in files:
+            continue
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise Int8CalibError(
+                f"{path}: initializer '{t.name}' points to external data {location!r} outside the model's folder; refusing to read it"
+            )
+        if not target.is_file():
+            raise Int8CalibError(f"{path}: external data file {location!r} of initializer '{t.name}' not found beside the model")
+        files[location] = target
+    return [files[k] for k in sorted(files)]
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """Initializers and tensor attributes (Constant nodes), sub-graphs included."""
+    graphs = [model.graph]
+    while graphs:
+        g = graphs.pop()
+        yield from g.initializer
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+
+
 def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
     """Load an ONNX file, raising a one-line error naming it when it is not a usable model."""
     path = Path(path)
     if not path.is_file():
-        raise Int8CalibError(f"{path}: model file not found")
+        raise Int8CalibError(f"{path}: model file not found" if not path.exists() else f"{path}: not a model file")
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, OSError, ValueError, ... for bad files
         raise Int8CalibError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     if not model.graph.node:
         raise Int8CalibError(f"{path}: not an ONNX model (no graph nodes)")
+    external = external_data_files(model, path)
+    if external and load_external_data:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise Int8CalibError(f"{path}: cannot read external data ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     return model
 
 
@@ -116,27 +166,16 @@ def calibratable_tensors(model: onnx.ModelProto) -> list[str]:
 
 
 def model_fingerprint(path: str | Path) -> str:
-    """SHA-256 over the model file and any external data files beside it."""
+    """SHA-256 over the model file and its external data files (graph and weights)."""
     path = Path(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    model = onnx.load(str(path), load_external_data=False)
-    locations = sorted(
-        {
-            e.value
-            for t in model.graph.initializer
-            if t.data_location == TensorProto.EXTERNAL
-            for e in t.external_data
-            if e.key == "location"
-        }
-    )
-    for loc in locations:
-        h.update(loc.encode())
-        ext = path.parent / loc
-        if ext.is_file():
-            with open(ext, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+    model = load_model(path, load_external_data=False)
+    for ext in external_data_files(model, path):
+        h.update(ext.relative_to(path.parent.resolve()).as_posix().encode())
+        with open(ext, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import random
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -92,7 +93,7 @@ def _expand_tensor_file(path: Path, origin: str, input_ranks: dict[str, int]) ->
         raise
     except FileNotFoundError:
         raise Int8CalibError(f"{path}: tensor file not found" + (f" ({origin})" if origin else "")) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise Int8CalibError(f"{path}: cannot read tensor file ({exc})") from None
     counts = set()
     for name, shape in shapes.items():
@@ -153,9 +154,11 @@ def resolve(
 
 
 def data_fingerprint(samples: Sequence[Sample]) -> str:
-    """SHA-256 over the sample paths, indices and file contents, in order-independent form.
+    """SHA-256 over the content of every sample (file content and row index), order-independent.
 
-    Order does not change the statistics, so it does not change the fingerprint.
+    Only what reaches the model counts: the same images under another folder, name or
+    order give the same statistics and so the same fingerprint; one changed byte does not.
+    Files are hashed, never decoded, so this is cheap next to running the model.
     """
     digests = []
     file_hashes: dict[Path, str] = {}
@@ -167,7 +170,7 @@ def data_fingerprint(samples: Sequence[Sample]) -> str:
                     for chunk in iter(lambda: f.read(1 << 20), b""):
                         h.update(chunk)
             except OSError:
-                h.update(b"<unreadable>")
+                h.update(b"<unreadable>" + str(s.path).encode("utf-8", "surrogateescape"))
             file_hashes[s.path] = h.hexdigest()
-        digests.append(f"{s.path}|{s.index}|{file_hashes[s.path]}")
+        digests.append(f"{file_hashes[s.path]}|{s.index}")
     return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()

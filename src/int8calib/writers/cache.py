@@ -9,6 +9,12 @@ Format (TensorRT 8.x-10.x, implicit quantization)::
 One line per tensor: the name exactly as in the network, ``: ``, and the scale
 (amax / 127) as the big-endian IEEE-754 float32 in hex. TensorRT writes the hex
 without zero padding (``0``), so the reader accepts 1-8 digits.
+
+A tensor that was zero on every calibration sample has amax 0, and a scale of 0
+(or a subnormal one) is not something TensorRT can divide by. Such tensors are
+written with :data:`ZERO_TENSOR_SCALE` = 2^-14, the smallest normal float16: the
+scale and its reciprocal (16384) are normal, finite numbers in FP32 and FP16, and a
+zero tensor still quantizes to exactly 0. A warning names those tensors.
 """
 
 from __future__ import annotations
@@ -20,12 +26,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CacheFormatError
-from ..util.atomic import write_text
+from ..util.log import logger
 
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 DEFAULT_TRT_VERSION = 8601
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
 _HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
+ZERO_TENSOR_SCALE = 2.0**-14  # smallest normal float16; see the module docstring
+_MIN_NORMAL_F32 = 2.0**-126
+
+
+def safe_scale(amax: float) -> float:
+    """amax / 127, or :data:`ZERO_TENSOR_SCALE` when that would be 0 or subnormal."""
+    scale = amax / 127.0
+    return scale if scale >= _MIN_NORMAL_F32 else ZERO_TENSOR_SCALE
+
+
+def safe_amax(amax: float) -> float:
+    """amax with the same floor as :func:`safe_scale` (for ranges and Q/DQ scales)."""
+    return amax if amax / 127.0 >= _MIN_NORMAL_F32 else ZERO_TENSOR_SCALE * 127.0
+
+
+def warn_zero_tensors(amax: dict[str, float]) -> None:
+    zero = [name for name, a in amax.items() if a / 127.0 < _MIN_NORMAL_F32]
+    if zero:
+        shown = ", ".join(f"'{n}'" for n in zero[:5]) + (f" and {len(zero) - 5} more" if len(zero) > 5 else "")
+        logger.warning("%d tensor(s) were zero on all calibration data (%s): written with scale 2^-14", len(zero), shown)
 
 
 def scale_to_hex(scale: float) -> str:
@@ -59,17 +85,31 @@ def format_cache(amax: dict[str, float], algorithm: str, trt_version: int = DEFA
             raise ValueError(f"tensor '{name}': amax {a} is not finite and non-negative")
         if "\n" in name or "\r" in name:
             raise ValueError(f"tensor name {name!r} contains a line break and cannot be written to a cache")
-        lines.append(f"{name}: {scale_to_hex(a / 127.0)}")
+        lines.append(f"{name}: {scale_to_hex(safe_scale(a))}")
     return "\n".join(lines) + "\n"
 
 
-def write_cache(path: str | Path, amax: dict[str, float], algorithm: str, trt_version: int = DEFAULT_TRT_VERSION) -> None:
-    write_text(path, format_cache(amax, algorithm, trt_version))
+def write_cache(
+    path: str | Path,
+    amax: dict[str, float],
+    algorithm: str,
+    trt_version: int = DEFAULT_TRT_VERSION,
+    provenance: dict | None = None,
+) -> None:
+    """Write the cache atomically, plus its provenance sidecar ``<path>.json`` when given."""
+    from .provenance import write_with_sidecar
+
+    text = format_cache(amax, algorithm, trt_version)
+    write_with_sidecar(path, text.encode("utf-8"), provenance)
 
 
 def parse_cache(text: str, source: str = "calibration cache") -> CalibrationCache:
     """Parse cache text; errors name the source and line number."""
-    lines = text.splitlines()
+    # Split on "\n" only, as TensorRT reads lines: str.splitlines() would also split
+    # inside names holding \x0b, \x1c, \u2028 and other characters TensorRT keeps.
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     if not lines or not lines[0].strip():
         raise CacheFormatError(f"{source}:1: empty calibration cache (expected a 'TRT-<version>-<algorithm>' header)")
     m = _HEADER.match(lines[0].strip())

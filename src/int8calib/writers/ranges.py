@@ -7,11 +7,22 @@ import math
 from pathlib import Path
 
 from ..errors import Int8CalibError
-from ..util.atomic import write_text
+from .cache import safe_amax
+from .provenance import write_with_sidecar
 
 
-def write_ranges(path: str | Path, amax: dict[str, float]) -> None:
-    write_text(path, json.dumps({k: float(v) for k, v in amax.items()}, indent=2) + "\n")
+def format_ranges(amax: dict[str, float]) -> str:
+    """The JSON text; amax of all-zero tensors is floored like the cache's scales (see cache.py)."""
+    for name, a in amax.items():
+        if not math.isfinite(a) or a < 0:
+            raise ValueError(f"tensor '{name}': amax {a} is not finite and non-negative")
+    return json.dumps({k: safe_amax(float(v)) for k, v in amax.items()}, indent=2) + "\n"
+
+
+def write_ranges(path: str | Path, amax: dict[str, float], provenance: dict | None = None) -> None:
+    """Write the ranges atomically, plus the provenance sidecar ``<path>.json`` when given."""
+    text = format_ranges(amax)
+    write_with_sidecar(path, text.encode("utf-8"), provenance)
 
 
 def read_ranges(path: str | Path) -> dict[str, float]:

@@ -1,0 +1,246 @@
+"""``int8calib demo``: calibrate a real network on real photos, offline, and show what INT8 costs.
+
+The network is EfficientNet-Lite0 with its ImageNet weights (:mod:`int8calib.zoo`);
+the photos are the ones that ship inside the scikit-image, scikit-learn and matplotlib
+wheels (``pip install 'int8calib[demo]'``). Nothing is downloaded.
+
+Nine photos are too few for stable statistics, so the calibration set is nine photos
+times six deterministic views each (three crops, each also mirrored); the FP32 vs INT8
+comparison runs on the plain centre crop of every photo, so it is measured on images
+the calibration has seen: a demonstration, not an accuracy benchmark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+
+from .errors import Int8CalibError
+from .methods import compute_ranges, get as get_method
+from .preprocess import PRESETS, Preprocess, load_image
+from .sources import FeedDictSource
+from .util.atomic import write_bytes
+from .util.log import logger
+
+# (package, folder inside it, file, name shown): photos bundled in the wheels, no download.
+PHOTOS = (
+    ("skimage", "data", "astronaut.png", "astronaut"),
+    ("skimage", "data", "camera.png", "camera"),
+    ("skimage", "data", "chelsea.png", "chelsea"),
+    ("skimage", "data", "coffee.png", "coffee"),
+    ("skimage", "data", "motorcycle_left.png", "motorcycle"),
+    ("skimage", "data", "rocket.jpg", "rocket"),
+    ("sklearn", "datasets/images", "china.jpg", "china"),
+    ("sklearn", "datasets/images", "flower.jpg", "flower"),
+    ("matplotlib", "mpl-data/sample_data", "grace_hopper.jpg", "grace_hopper"),
+)
+PACKAGE_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+
+PRESET = "efficientnet-lite"
+BASELINE_METHOD = "minmax"
+# Calibration views: the preset's centre crop, the whole shorter side, a closer crop.
+VIEW_RESIZES = (256, 224, 320)
+
+
+@dataclass(frozen=True)
+class Photo:
+    name: str
+    path: Path
+    package: str
+
+
+def demo_photos() -> list[Photo]:
+    """The bundled photos that are installed, located without importing their packages."""
+    photos, missing = [], set()
+    for package, folder, filename, name in PHOTOS:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            missing.add(PACKAGE_NAMES[package])
+            continue
+        path = Path(list(spec.submodule_search_locations)[0]) / folder / filename
+        if path.is_file():
+            photos.append(Photo(name, path, PACKAGE_NAMES[package]))
+        else:
+            logger.warning("demo: %s not found in the installed %s", filename, PACKAGE_NAMES[package])
+    if missing:
+        logger.warning("demo: %s not installed; fewer photos (pip install 'int8calib[demo]')", ", ".join(sorted(missing)))
+    if not photos:
+        raise Int8CalibError("the demo needs photos from scikit-image, scikit-learn or matplotlib: pip install 'int8calib[demo]'")
+    return photos
+
+
+def calibration_views(photos: list[Photo], batch_size: int = 6) -> FeedDictSource:
+    """Every photo in ``len(VIEW_RESIZES)`` crops, each also mirrored, as feed dicts."""
+    views = [Preprocess.from_dict({**PRESETS[PRESET], "resize": size}, f"view {size}") for size in VIEW_RESIZES]
+
+    def load_data() -> Iterator[dict[str, np.ndarray]]:
+        for photo in photos:
+            image = load_image(photo.path)
+            rows = []
+            for view in views:
+                x = view(image)
+                rows += [x, np.ascontiguousarray(x[..., ::-1])]  # mirror: flip the width axis
+            for start in range(0, len(rows), batch_size):
+                yield {"input": np.stack(rows[start : start + batch_size])}
+
+    return FeedDictSource(load_data, "demo photos", fingerprint=_photos_fingerprint(photos))
+
+
+def _photos_fingerprint(photos: list[Photo]) -> str:
+    h = hashlib.sha256(repr(VIEW_RESIZES).encode())
+    for photo in photos:
+        h.update(photo.path.read_bytes())
+    return h.hexdigest()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of ``test`` against ``reference``, in dB."""
+    noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
+
+
+@dataclass
+class DemoResult:
+    photos: list[Photo]
+    classes: list[str]
+    fp32_logits: np.ndarray
+    int8_logits: np.ndarray
+    method: str
+    calibration_samples: int
+    outputs: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)  # other method -> its INT8 logits
+
+    @property
+    def agreement(self) -> float:
+        return float(np.mean(self.fp32_logits.argmax(1) == self.int8_logits.argmax(1)))
+
+    @property
+    def sqnr(self) -> float:
+        return sqnr_db(self.fp32_logits, self.int8_logits)
+
+    def table(self) -> str:
+        """Per photo: FP32 and INT8 top-1 class with probability; then agreement and SQNR."""
+        p32, p8 = softmax(self.fp32_logits), softmax(self.int8_logits)
+        width = max(len(p.name) for p in self.photos)
+        lines = [f"{'photo':<{width}}  {'FP32 top-1':<30}  {'INT8 top-1':<30}"]
+        for i, photo in enumerate(self.photos):
+            a, b = int(p32[i].argmax()), int(p8[i].argmax())
+            mark = "" if a == b else "  <- differs"
+            lines.append(
+                f"{photo.name:<{width}}  {_cell(self.classes[a], p32[i, a])}  {_cell(self.classes[b], p8[i, b])}{mark}"
+            )
+        same = int(np.sum(p32.argmax(1) == p8.argmax(1)))
+        lines.append("")
+        lines.append(f"top-1 agreement FP32 vs INT8: {same}/{len(self.photos)} ({self.agreement:.0%})")
+        lines.append(f"output SQNR (logits): {self.sqnr:.1f} dB")
+        for name, logits in self.baselines.items():
+            agree = int(np.sum(self.fp32_logits.argmax(1) == logits.argmax(1)))
+            lines.append(
+                f"  {name} ranges from the same statistics: top-1 agreement {agree}/{len(self.photos)}, "
+                f"output SQNR {sqnr_db(self.fp32_logits, logits):.1f} dB"
+            )
+        return "\n".join(lines)
+
+
+def _cell(name: str, probability: float) -> str:
+    name = name if len(name) <= 22 else name[:21] + "~"
+    return f"{name:<22} {probability:6.1%} "
+
+
+def quantize_model(model: onnx.ModelProto, amax: dict[str, float]) -> onnx.ModelProto:
+    """THE single call site of the Q/DQ writer (``int8calib.writers.qdq``)."""
+    try:
+        from .writers.qdq import insert_qdq
+    except ImportError:
+        raise Int8CalibError("this int8calib has no Q/DQ writer (int8calib.writers.qdq); the demo needs it") from None
+    return insert_qdq(model, amax)
+
+
+def write_demo_report(path: Path, result, evaluation: dict) -> bool:
+    """THE single call site of the HTML report (``int8calib.report``); False when it is not available."""
+    try:
+        from .report import method_ranges, write_report
+    except ImportError as exc:
+        logger.warning("demo: no report written (%s)", exc)
+        return False
+    ranges = method_ranges(result.statistics, result.method, result.amax)
+    write_report(path, result.statistics, ranges, result.method, evaluation=evaluation)
+    return True
+
+
+def _run(model: "Path | onnx.ModelProto", x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": x})[0]
+
+
+def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "entropy2", report: bool = True) -> DemoResult:
+    """Calibrate EfficientNet-Lite0 on the bundled photos; write cache, Q/DQ model and report to ``out_dir``."""
+    from .api import calibrate
+    from .writers.cache import write_cache
+    from .zoo import efficientnet_lite0, imagenet_classes
+
+    get_method(method)  # an unknown name fails before anything is created
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Int8CalibError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    model_path = efficientnet_lite0()
+    photos = demo_photos()
+    seconds["model"] = time.perf_counter() - start
+
+    t = time.perf_counter()
+    views = calibration_views(photos)
+    result = calibrate(model=model_path, data=views, method=method)
+    outputs = {"cache": out / "calibration.cache", "model": out / "efficientnet_lite0.onnx", "qdq": out / "efficientnet_lite0_qdq.onnx"}
+    write_cache(outputs["cache"], result.amax, result.algorithm)
+    seconds["calibrate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    model = onnx.load(str(model_path))
+    qdq = quantize_model(model, result.amax)
+    write_bytes(outputs["qdq"], qdq.SerializeToString())
+    write_bytes(outputs["model"], model_path.read_bytes())  # beside the cache, for trtexec --calib
+    seconds["qdq"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    x = Preprocess.load(PRESET).batch([p.path for p in photos])
+    fp32, int8 = _run(model_path, x), _run(qdq, x)
+    baselines = {}
+    if method != BASELINE_METHOD:
+        # The simplest ranges, for scale: how much the method choice matters on this network.
+        baselines[BASELINE_METHOD] = _run(quantize_model(model, compute_ranges(BASELINE_METHOD, result.statistics)), x)
+    seconds["compare"] = time.perf_counter() - t
+    demo = DemoResult(photos, imagenet_classes(), fp32, int8, method, result.samples, outputs, seconds, baselines)
+
+    if report:
+        t = time.perf_counter()
+        evaluation = {
+            "photos": len(photos), "top-1 agreement": f"{demo.agreement:.0%}", "output SQNR (dB)": round(demo.sqnr, 1),
+        }
+        if write_demo_report(out / "report.html", result, evaluation):
+            outputs["report"] = out / "report.html"
+        seconds["report"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - start
+    return demo
