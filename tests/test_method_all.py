@@ -97,7 +97,7 @@ def test_statistics_metadata_describes_model_and_data(small, tmp_path):
 
 def test_cli_method_all_prints_table_sorted_by_disagreement(small, tmp_path, capsys):
     code = main(["calibrate", str(small / "model.onnx"), "--data", str(small / "data.npy"), "--method", "all",
-                 "--percentile", "99.9", "--cache", str(tmp_path / "c.cache"), "-q"])
+                 "--percentile", "99.9", "--cache", str(tmp_path / "c.cache"), "--ranges", str(tmp_path / "r.json"), "-q"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["tensor", "log2", "spread", *METHODS]
@@ -108,6 +108,11 @@ def test_cli_method_all_prints_table_sorted_by_disagreement(small, tmp_path, cap
     clip_row = next(r for r in rows if r[0] == "clip2")
     assert float(clip_row[2 + 2 * METHODS.index("minmax") + 1]) == 0.0  # minmax clips nothing
     assert read_cache(tmp_path / "c.percentile.cache").algorithm == "EntropyCalibration2"
+    from int8calib.writers.ranges import read_ranges
+
+    for m in METHODS:  # the table's amax (4 significant digits) is the one written
+        written = read_ranges(tmp_path / f"r.{m}.json")
+        assert float(clip_row[2 + 2 * METHODS.index(m)]) == pytest.approx(written["clip2"], rel=1e-3)
 
 
 @pytest.mark.parametrize("args, message", [
