@@ -12,9 +12,9 @@ import sys
 from .. import __version__
 from ..errors import Int8CalibError
 from ..util import log
-from . import calibrate
+from . import calibrate, evaluate
 
-COMMANDS = [calibrate]
+COMMANDS = [calibrate, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:
