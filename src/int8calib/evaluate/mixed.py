@@ -3,7 +3,8 @@
 1. Hold out every ``HOLDOUT_EVERY``-th calibration sample (20 %, deterministic, spread over the
    data): ranges come from the rest, accuracy is measured on these.
 2. Sensitivity of a layer = how much the output SQNR of the fully quantized model improves
-   when that layer alone stays in float (one run over the held-out data per layer).
+   when that layer alone stays in float (one run over the first ``RANK_SAMPLES`` held-out
+   samples per layer).
 3. Keep the most sensitive layers in float, one more at a time, until the loss of top-1
    agreement with the float model on the held-out data is at most the budget.
 """
@@ -25,6 +26,7 @@ from ..writers.qdq import build_qdq
 from .compare import compare_models
 
 HOLDOUT_EVERY = 5
+RANK_SAMPLES = 32  # SQNR is a smooth measure: a few dozen samples rank the layers; agreement uses all
 
 
 def split_holdout(samples: Sequence[Sample], every: int = HOLDOUT_EVERY) -> tuple[list[Sample], list[Sample]]:
@@ -81,9 +83,10 @@ def choose_float_layers(
     reference_runner = ActivationRunner(model, providers, [output])
     reference = [reference_runner.run(feeds)[output] for feeds, _, _ in batches]
 
-    def measure(keep: Sequence[str]):
+    def measure(keep: Sequence[str], rows: int | None = None):
         qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep)
-        result = compare_models(model, qdq, batches, output, providers=providers, reference=reference).output
+        data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
+        result = compare_models(model, qdq, data, output, providers=providers, reference=ref).output
         return result.to_dict(), summary
 
     base, summary = measure(())
@@ -95,9 +98,10 @@ def choose_float_layers(
     if 100.0 - base["top1_agreement"] <= budget:
         return mixed
     gains = []
+    rank_base, _ = measure((), RANK_SAMPLES)
     for node in summary.quantized_nodes:
-        metrics, _ = measure([node])
-        gains.append((node, _db(metrics["sqnr_db"]) - _db(base["sqnr_db"])))
+        metrics, _ = measure([node], RANK_SAMPLES)
+        gains.append((node, _db(metrics["sqnr_db"]) - _db(rank_base["sqnr_db"])))
     gains.sort(key=lambda kv: -kv[1])
     mixed.ranking = gains
     for k in range(1, len(gains) + 1):
@@ -112,6 +116,19 @@ def choose_float_layers(
         len(mixed.kept), budget, mixed.agreement, mixed.int8_agreement,
     )
     return mixed
+
+
+def _first_rows(batches, reference, rows: int):
+    """The first ``rows`` real samples of ``batches`` and their reference outputs."""
+    out, ref, left = [], [], rows
+    for (feeds, n, labels), r in zip(batches, reference):
+        if left <= 0:
+            break
+        take = min(n, left)
+        out.append((feeds, take, None if labels is None else labels[:take]))  # rows past n are ignored
+        ref.append(r[:take])
+        left -= take
+    return out, ref
 
 
 def _db(x: float | None) -> float:
