@@ -196,3 +196,42 @@ def test_bad_amax_is_a_user_error(rng):
     model = g.conv_relu(rng)
     with pytest.raises(Int8CalibError, match="tensor 'x'"):
         build_qdq(model, {"x": float("nan")})
+
+
+def test_calibrate_cli_writes_qdq_also_from_histograms(rng, tmp_path):
+    from int8calib.cli import main
+
+    model = g.conv_clip_add(rng)
+    onnx.save(model, tmp_path / "m.onnx")
+    x = rng.standard_normal((6, 3, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    stats, direct, again = tmp_path / "s.npz", tmp_path / "direct.onnx", tmp_path / "again.onnx"
+    assert main(["calibrate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--method", "minmax",
+                 "--histograms", str(stats), "--qdq", str(direct), "--exclude-nodes", "conv3", "-q"]) == 0
+    assert main(["calibrate", "--from-histograms", str(stats), "--method", "minmax", "--qdq", str(again),
+                 "--exclude-nodes", "conv3", "-q"]) == 0
+    a, b = onnx.load(direct), onnx.load(again)
+    check(a)
+    assert a.SerializeToString() == b.SerializeToString()
+    assert _node(a, "conv3").input[1] == "w3" and _node(a, "conv1").input[1] != "w1"
+    # minmax on the same six samples: x's scale is max |x| / 127
+    assert _act_scale(a, _node(a, "conv1"), 0)[1] == pytest.approx(float(np.abs(x).max()) / 127)
+    (ref,), (out,) = g.run(model, {"x": x[:2]}), g.run(a, {"x": x[:2]})
+    assert _sqnr(ref, out) > 25
+
+
+def test_calibrate_cli_accuracy_budget_zero_keeps_what_it_must(rng, tmp_path):
+    """A budget of 0 on a tiny classifier: the result must agree 100 % on the held-out samples."""
+    from int8calib.api import calibrate
+
+    model = g.gemm(rng, 1)
+    # A batch axis the loader can use: rebuild the input as [N, 5].
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save(model, tmp_path / "fc.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((20, 5)).astype(np.float32))
+    result = calibrate(tmp_path / "fc.onnx", str(tmp_path / "x.npy"), method="minmax", qdq=tmp_path / "q.onnx",
+                       accuracy_budget=0.0, batch_size=4)
+    mixed = result.quantization
+    assert result.samples == 16 and mixed.samples == 4 and mixed.agreement == 100.0
+    assert mixed.layer_precisions == ("fc:fp32" if mixed.kept == ["fc"] else "")
