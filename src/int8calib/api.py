@@ -38,13 +38,16 @@ def calibrate(
     exclude_nodes: str | None = None,
     exclude_op_types: Sequence[str] = (),
     accuracy_budget: float | None = None,
+    report: "str | Path | None" = None,
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
 
     With ``from_histograms`` the statistics come from a file written earlier with
     ``histograms=`` and neither model nor data is needed. An existing ``cache`` that
-    is valid for the method is reused without reading data, as TensorRT does.
+    is valid for the method is reused without reading data, as TensorRT does, unless
+    ``histograms`` or ``report`` (an HTML file, see :mod:`int8calib.report`) asks for
+    the statistics.
 
     ``qdq`` writes the model for ``precision`` (a Q/DQ model for int8); ``accuracy_budget``
     (percentage points of top-1 agreement) holds out 1 sample in 5 of ``data`` and keeps
@@ -69,7 +72,7 @@ def calibrate(
             logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
         calibrator = Calibrator(
             data, runner.inputs, preprocess, batch_size,
-            cache_file=None if histograms is not None else cache,
+            cache_file=None if histograms is not None or report is not None else cache,
             method=method, shuffle=shuffle, skip_bad_images=skip_bad_images,
         )
         pre = calibrator.loader.preprocess
@@ -89,6 +92,11 @@ def calibrate(
         write_cache(cache, result.amax, algorithm, trt_version)
     if ranges is not None:
         write_ranges(ranges, result.amax)
+    if report is not None:
+        from .report import method_ranges, write_report
+
+        stats = result.statistics
+        write_report(report, stats, method_ranges(stats, method, result.amax), method)
     if qdq is not None or accuracy_budget is not None:
         source = model if model is not None else result.statistics.meta.get("model") if result.statistics else None
         if source is None or not Path(source).is_file():
@@ -136,7 +144,7 @@ def export_model(
         if precision != "int8":
             raise Int8CalibError("--accuracy-budget applies to --precision int8")
         inputs = model_inputs(proto)
-        samples = holdout if isinstance(holdout, list) else resolve(holdout, {i.name: len(i.shape) for i in inputs})
+        samples = holdout if _is_samples(holdout) else resolve(holdout, {i.name: len(i.shape) for i in inputs})
         loader = BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
         mixed = choose_float_layers(proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers)
         if mixed.kept:
@@ -146,3 +154,9 @@ def export_model(
         write_model(path, insert_qdq(proto, amax, exclude_nodes, exclude_op_types, precision, keep))
         logger.info("wrote the %s model %s", precision, path)
     return mixed
+
+
+def _is_samples(data) -> bool:
+    from .sources import Sample
+
+    return isinstance(data, list) and bool(data) and all(isinstance(s, Sample) for s in data)

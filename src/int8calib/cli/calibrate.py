@@ -39,6 +39,13 @@ def register(sub) -> None:
     qdq.add_argument("--exclude-op-types", nargs="+", default=(), metavar="OP", help="keep these op types in float")
     qdq.add_argument("--accuracy-budget", type=float, metavar="PCT", help="keep the most sensitive layers in float until top-1 agreement loss <= PCT points (1 sample in 5 held out)")
 
+    report = p.add_argument_group("report")
+    report.add_argument(
+        "--report", metavar="HTML",
+        help="write a self-contained HTML report: |x| histograms with every method's threshold, "
+        "a sortable table of tensors and where to look (needs the 'report' extra)",
+    )
+
     run = p.add_argument_group("runtime")
     run.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
 
@@ -71,8 +78,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         skip_bad_images=args.skip_bad_images,
         qdq=args.qdq, precision=args.precision, exclude_nodes=args.exclude_nodes,
         exclude_op_types=args.exclude_op_types, accuracy_budget=args.accuracy_budget,
+        report=args.report,
     )
-    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.qdq) if p) or "no file written"
+    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report, args.qdq) if p) or "no file written"
     if result.from_cache:
         logger.info("%d tensors from the existing cache %s", len(result.amax), args.cache)
     else:

@@ -17,12 +17,24 @@ logger = logging.getLogger("int8calib")
 _quiet = False
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may be replaced, e.g. by tests)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def configure(verbosity: int = 0, quiet: bool = False) -> None:
     """Set up console logging for the CLI: -v for debug detail, --quiet for warnings only."""
     global _quiet
     _quiet = quiet
     level = logging.WARNING if quiet else (logging.DEBUG if verbosity > 0 else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(level)
