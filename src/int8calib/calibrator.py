@@ -248,6 +248,7 @@ class CalibrationResult:
     samples: int = 0
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    quantization: object = None  # evaluate.mixed.MixedPrecision when an accuracy budget was given
 
 
 def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str, np.ndarray]:
