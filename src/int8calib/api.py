@@ -54,6 +54,11 @@ def calibrate(
     providers: Sequence[str] | None = None,
     shuffle: int | None = None,
     skip_bad_images: bool = False,
+    qdq: "str | Path | None" = None,
+    precision: str = "int8",
+    exclude_nodes: str | None = None,
+    exclude_op_types: Sequence[str] = (),
+    accuracy_budget: float | None = None,
     report: "str | Path | None" = None,
     reuse_cache: str = "auto",
     **method_params,
@@ -65,8 +70,12 @@ def calibrate(
     provenance sidecar matches model, method, preprocessing and data is reused without
     reading data, as TensorRT does, unless ``histograms`` or ``report`` (an HTML
     file, see :mod:`int8calib.report`) needs the statistics; ``reuse_cache`` is
-    ``auto``, ``strict`` (a stale cache is an error) or ``never``. Every file is written atomically with a sidecar
-    ``<file>.json`` recording what produced it (see docs/trust.md).
+    ``auto``, ``strict`` (a stale cache is an error) or ``never``. Every file is written
+    atomically with a sidecar ``<file>.json`` recording what produced it (docs/trust.md).
+
+    ``qdq`` writes the model for ``precision`` (a Q/DQ model for int8); ``accuracy_budget``
+    (percentage points of top-1 agreement) holds out 1 sample in 5 of ``data`` and keeps
+    the most sensitive layers in float until the loss on them is within the budget.
 
     ``method="all"`` computes every method from the same statistics (never reusing a
     cache): ``result.by_method`` holds each one's ranges and ``cache`` / ``ranges`` are
@@ -75,10 +84,13 @@ def calibrate(
     names = available() if method == ALL else [method]
     for name in names:
         get_method(name)  # fail early on an unknown name
-    for output in (cache, ranges, histograms, report):
+    if method == ALL and (qdq is not None or accuracy_budget is not None):
+        raise Int8CalibError("--qdq and --accuracy-budget need one method; --method all writes caches and ranges only")
+    for output in (cache, ranges, histograms, report, qdq):
         if output is not None and not Path(output).resolve().parent.is_dir():
             raise Int8CalibError(f"{output}: the folder to write it in does not exist")
     start = time.perf_counter()
+    holdout = None
     if from_histograms is not None:
         stats = load_statistics(from_histograms)
         result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
@@ -93,6 +105,13 @@ def calibrate(
         inputs = model_inputs(load_model(model, load_external_data=False))
         if not inputs:
             raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")
+        if accuracy_budget is not None:
+            from .evaluate.mixed import split_holdout
+            from .sources import resolve
+
+            data, holdout = split_holdout(resolve(data, {i.name: len(i.shape) for i in inputs}, shuffle))
+            shuffle = None
+            logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
         calibrator = Calibrator(
             data, inputs, preprocess, batch_size, cache_file=None if method == ALL else cache, method=names[0],
             shuffle=shuffle, skip_bad_images=skip_bad_images, reuse_cache=reuse_cache, model=model,
@@ -136,5 +155,68 @@ def calibrate(
         stats = result.statistics
         chosen = "entropy2" if method == ALL else method
         write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen)
+    if qdq is not None or accuracy_budget is not None:
+        source = model if model is not None else result.statistics.meta.get("model") if result.statistics else None
+        if source is None or not Path(source).is_file():
+            raise Int8CalibError(f"--qdq needs the model: give MODEL (the statistics name {source!r}, not found)")
+        pre = preprocess if preprocess is not None or result.statistics is None else result.statistics.meta.get("preprocess")
+        if accuracy_budget is not None and holdout is None:
+            if data is None:
+                raise Int8CalibError("--accuracy-budget with --from-histograms needs --data: samples the statistics did not see")
+            holdout = data
+        result.quantization = export_model(
+            source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
+            batch_size, providers,
+        )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def export_model(
+    model: "str | Path",
+    amax: dict[str, float],
+    path: "str | Path | None",
+    precision: str = "int8",
+    exclude_nodes: str | None = None,
+    exclude_op_types: Sequence[str] = (),
+    accuracy_budget: float | None = None,
+    holdout=None,
+    preprocess=None,
+    batch_size: int = 32,
+    providers: Sequence[str] | None = None,
+):
+    """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ); with a budget, choose the layers kept in float.
+
+    Returns the :class:`~int8calib.evaluate.mixed.MixedPrecision` decision, or None without a budget.
+    """
+    from .preprocess import Preprocess
+    from .runner import load_model
+    from .writers.qdq import insert_qdq, write_model
+
+    proto = load_model(model)
+    mixed = None
+    if accuracy_budget is not None:
+        from .batching import BatchLoader
+        from .evaluate.mixed import choose_float_layers
+        from .runner import model_inputs
+        from .sources import resolve
+
+        if precision != "int8":
+            raise Int8CalibError("--accuracy-budget applies to --precision int8")
+        inputs = model_inputs(proto)
+        samples = holdout if _is_samples(holdout) else resolve(holdout, {i.name: len(i.shape) for i in inputs})
+        loader = BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
+        mixed = choose_float_layers(proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers)
+        if mixed.kept:
+            logger.info("trtexec --precisionConstraints=obey --layerPrecisions=%s", mixed.layer_precisions)
+    if path is not None:
+        keep = mixed.kept if mixed is not None else ()
+        write_model(path, insert_qdq(proto, amax, exclude_nodes, exclude_op_types, precision, keep))
+        logger.info("wrote the %s model %s", precision, path)
+    return mixed
+
+
+def _is_samples(data) -> bool:
+    from .sources import Sample
+
+    return isinstance(data, list) and bool(data) and all(isinstance(s, Sample) for s in data)

@@ -20,3 +20,4 @@ class CalibrationResult:
     skipped: list[str] = field(default_factory=list)
     by_method: dict[str, dict[str, float]] = field(default_factory=dict)  # {method: amax}; several with "all"
     search_seconds: dict[str, float] = field(default_factory=dict)  # threshold search time per method
+    quantization: object = None  # evaluate.mixed.MixedPrecision when an accuracy budget was given

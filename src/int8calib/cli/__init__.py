@@ -13,9 +13,9 @@ import sys
 from .. import __version__
 from ..errors import Int8CalibError
 from ..util import log
-from . import build, calibrate, demo, inspect
+from . import build, calibrate, demo, evaluate, inspect
 
-COMMANDS = [calibrate, inspect, build, demo]
+COMMANDS = [calibrate, evaluate, inspect, build, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,13 @@ def register(sub) -> None:
     out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
     out.add_argument("--from-histograms", help="compute ranges from a saved statistics file instead of running the model")
 
+    qdq = p.add_argument_group("explicit quantization (Q/DQ model, see docs/qdq.md)")
+    qdq.add_argument("--qdq", metavar="OUT.onnx", help="write the model with QuantizeLinear/DequantizeLinear nodes for TensorRT")
+    qdq.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="int8", help="precision of the --qdq model (default int8)")
+    qdq.add_argument("--exclude-nodes", metavar="REGEX", help="keep nodes whose name matches REGEX in float")
+    qdq.add_argument("--exclude-op-types", nargs="+", default=(), metavar="OP", help="keep these op types in float")
+    qdq.add_argument("--accuracy-budget", type=float, metavar="PCT", help="keep the most sensitive layers in float until top-1 agreement loss <= PCT points (1 sample in 5 held out)")
+
     report = p.add_argument_group("report")
     report.add_argument(
         "--report", metavar="HTML",
@@ -85,6 +92,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         providers=args.providers,
         shuffle=args.shuffle,
         skip_bad_images=args.skip_bad_images,
+        qdq=args.qdq, precision=args.precision, exclude_nodes=args.exclude_nodes,
+        exclude_op_types=args.exclude_op_types, accuracy_budget=args.accuracy_budget,
         report=args.report,
         reuse_cache=args.reuse_cache,
         **_method_params(args),
@@ -95,13 +104,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
         print(format_table(result.statistics, result.by_method))
         for name, seconds in result.search_seconds.items():
             logger.info("%-10s threshold search %7.1f ms for %d tensors", name, 1e3 * seconds, len(result.by_method[name]))
-    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report) if p) or "no file written"
+    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report, args.qdq) if p) or "no file written"
     if result.from_cache:
         logger.info("%d tensors from the existing cache %s", len(result.amax), args.cache)
     else:
         logger.info(
             "calibrated %d tensors on %d samples with %s in %.1f s -> %s",
             len(next(iter(result.by_method.values()))), result.samples, result.method, result.seconds, outputs,
+        )
+    mixed = result.quantization
+    if mixed is not None:
+        logger.info(
+            "mixed precision: %d layer(s) in float, held-out top-1 agreement %.2f %% (all INT8 %.2f %%, %d samples)%s",
+            len(mixed.kept), mixed.agreement, mixed.int8_agreement, mixed.samples,
+            f"\n  --layerPrecisions={mixed.layer_precisions}" if mixed.kept else "",
         )
     return 0
 
