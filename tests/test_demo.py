@@ -45,7 +45,6 @@ def test_sqnr_db():
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("int8calib.writers.qdq", reason="the Q/DQ writer (branch qdq) is not merged yet")
     monkeypatch.setenv("INT8CALIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "-q"]) == 0

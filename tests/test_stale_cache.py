@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import int8calib.api
+import int8calib.runner
 from int8calib.cli import main
 from int8calib.stats import load as load_statistics
 from int8calib.writers.cache import read_cache
@@ -53,7 +54,7 @@ def test_valid_cache_is_reused_without_running_anything(calibrated, capsys, monk
     def boom(*a, **k):
         raise AssertionError("the model must not run when the cache is valid")
 
-    monkeypatch.setattr(int8calib.api, "ActivationRunner", boom)
+    monkeypatch.setattr(int8calib.runner, "ActivationRunner", boom)  # api imports it when the model runs
     monkeypatch.setattr("int8calib.preprocess.spec.Preprocess.__call__", boom)
     before = snapshot(calibrated)
     code, err = run(calibrated, capsys)
@@ -119,8 +120,8 @@ def test_preprocessing_change_names_the_key(calibrated, capsys):
 
 def test_never_recomputes_a_valid_cache(calibrated, capsys, monkeypatch):
     built = []
-    real = int8calib.api.ActivationRunner
-    monkeypatch.setattr(int8calib.api, "ActivationRunner", lambda *a, **k: built.append(1) or real(*a, **k))
+    real = int8calib.runner.ActivationRunner
+    monkeypatch.setattr(int8calib.runner, "ActivationRunner", lambda *a, **k: built.append(1) or real(*a, **k))
     code, err = run(calibrated, capsys, "--reuse-cache", "never")
     assert code == 0 and built == [1] and "reusing" not in err
 

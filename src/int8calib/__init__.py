@@ -14,6 +14,8 @@ _LAZY = {
     "inspect": ("int8calib.inspection", "inspect"),
     "Calibrator": ("int8calib.calibrator", "Calibrator"),
     "EntropyCalibrator2": ("int8calib.calibrator", "EntropyCalibrator2"),
+    "EntropyCalibrator": ("int8calib.calibrator", "EntropyCalibrator"),
+    "LegacyCalibrator": ("int8calib.calibrator", "LegacyCalibrator"),
     "MinMaxCalibrator": ("int8calib.calibrator", "MinMaxCalibrator"),
     "CalibrationResult": ("int8calib.calibrator", "CalibrationResult"),
     "Preprocess": ("int8calib.preprocess", "Preprocess"),

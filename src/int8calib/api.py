@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from .calibrator import CalibrationResult, Calibrator, run_calibrator
 from .errors import Int8CalibError
-from .methods import compute_ranges, get as get_method
-from .preprocess import Preprocess
-from .runner import ActivationRunner, RunnerSpec
-from .runner.model import load_model, model_inputs
+from .methods import available, compute_all, get as get_method
+from .result import CalibrationResult
 from .stats import Statistics, load as load_statistics, save as save_statistics
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, warn_zero_tensors, write_cache
 from .writers.provenance import provenance_dict
 from .writers.ranges import write_ranges
 
+if TYPE_CHECKING:  # the model path imports these when it runs: --from-histograms needs none of them
+    from .preprocess import Preprocess
+    from .runner import ActivationRunner, RunnerSpec
+
+ALL = "all"  # --method all: every method from one pass
+
 # The statistics file records what the statistics depend on; the method comes later.
 _STATISTICS_FIELDS = ("tool", "model_sha256", "preprocess", "data_sha256")
+
+
+def method_path(path: "str | Path", method: str) -> Path:
+    """calibration.cache -> calibration.entropy2.cache: one output per method under --method all."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{method}{path.suffix}")
+
+
+def _record(base: dict, method: str, params: dict) -> dict:
+    """The provenance of ``method``'s outputs from statistics described by ``base``."""
+    m = get_method(method)
+    own = {k: v for k, v in params.items() if k in m.params}
+    return provenance_dict(
+        base.get("model_sha256"), method, {**m.params, **own}, base.get("preprocess"), base.get("data_sha256"),
+        m.algorithm,
+    )
 
 
 def calibrate(
@@ -35,6 +55,11 @@ def calibrate(
     providers: Sequence[str] | None = None,
     shuffle: int | None = None,
     skip_bad_images: bool = False,
+    qdq: "str | Path | None" = None,
+    precision: str = "int8",
+    exclude_nodes: str | None = None,
+    exclude_op_types: Sequence[str] = (),
+    accuracy_budget: float | None = None,
     report: "str | Path | None" = None,
     reuse_cache: str = "auto",
     tensors: Sequence[str] | None = None,
@@ -49,74 +74,194 @@ def calibrate(
     provenance sidecar matches model, method, preprocessing and data is reused without
     reading data, as TensorRT does, unless ``histograms`` or ``report`` (an HTML
     file, see :mod:`int8calib.report`) needs the statistics; ``reuse_cache`` is
-    ``auto``, ``strict`` (a stale cache is an error) or ``never``. Every file is written atomically with a sidecar
-    ``<file>.json`` recording what produced it (see docs/trust.md).
+    ``auto``, ``strict`` (a stale cache is an error) or ``never``. Every file is written
+    atomically with a sidecar ``<file>.json`` recording what produced it (docs/trust.md).
+
+    ``qdq`` writes the model for ``precision`` (a Q/DQ model for int8); ``accuracy_budget``
+    (percentage points of top-1 agreement) holds out 1 sample in 5 of ``data`` and keeps
+    the most sensitive layers in float until the loss on them is within the budget.
+
+    ``method="all"`` computes every method from the same statistics (never reusing a
+    cache): ``result.by_method`` holds each one's ranges and ``cache`` / ``ranges`` are
+    written once per method, named by :func:`method_path` (calibration.entropy2.cache, ...).
 
     ``tensors`` limits the statistics to those tensors (default: every tensor a TensorRT
     cache needs); ``max_memory`` caps the activations one ONNX Runtime run may hold
     (bytes or '1.5G'); ``workers`` collects in that many processes. None of them changes
-    the statistics of a tensor (see docs/performance.md).
+    the statistics of a tensor (docs/performance.md).
     """
-    info = get_method(method)
+    names = available() if method == ALL else [method]
+    for name in names:
+        get_method(name)  # fail early on an unknown name
+    if method == ALL and (qdq is not None or accuracy_budget is not None):
+        raise Int8CalibError("--qdq and --accuracy-budget need one method; --method all writes caches and ranges only")
+    for output in (cache, ranges, histograms, report, qdq):
+        if output is not None and not Path(output).resolve().parent.is_dir():
+            raise Int8CalibError(f"{output}: the folder to write it in does not exist")
+    start = time.perf_counter()
+    holdout = None
     if from_histograms is not None:
         stats = load_statistics(from_histograms)
-        amax = compute_ranges(method, stats, **method_params)
-        warn_zero_tensors(amax)
-        samples = int(stats.meta.get("samples", 0))
-        result = CalibrationResult(amax, method, info.algorithm, stats, samples=samples)
-        record = provenance_dict(
-            stats.meta.get("model_sha256"), method, {**info.params, **method_params}, stats.meta.get("preprocess"),
-            stats.meta.get("data_sha256"), info.algorithm,
-        )
-        if cache is not None:
-            write_cache(cache, amax, info.algorithm, trt_version, record)
+        result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
+        base = stats.meta
     else:
+        from .calibrator import Calibrator, run_calibrator
+
         if model is None or data is None:
             raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
+        runner = _runner_spec(model, providers, tensors, workers)
         inputs = _inputs(model)
+        if accuracy_budget is not None:
+            from .evaluate.mixed import split_holdout
+            from .sources import resolve
+
+            data, holdout = split_holdout(resolve(data, {i.name: len(i.shape) for i in inputs}, shuffle))
+            shuffle = None
+            logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
         calibrator = Calibrator(
-            data, inputs, preprocess, batch_size, cache_file=cache, method=method, shuffle=shuffle,
-            skip_bad_images=skip_bad_images, reuse_cache=reuse_cache, model=model, method_params=method_params,
+            data, inputs, preprocess, batch_size, cache_file=None if method == ALL else cache, method=names[0],
+            shuffle=shuffle, skip_bad_images=skip_bad_images, reuse_cache=reuse_cache, model=model,
+            method_params=None if method == ALL else method_params,
         )
         if histograms is not None or report is not None:
             # Saving statistics needs a real run, so the cache is recomputed; strict still refuses a stale one.
             if reuse_cache == "strict":
                 calibrator.read_calibration_cache()
             calibrator.reuse_cache = "never"
-        record = calibrator.provenance()
-        meta = {k: record[k] for k in _STATISTICS_FIELDS} | {"model": str(model)}
-        result = run_calibrator(
-            calibrator, _runner_spec(model, providers, tensors, workers), trt_version, meta,
-            max_memory=max_memory, workers=workers,
-        )
+        base = calibrator.provenance()
+        meta = _statistics_meta(model, calibrator, base)
+        if method == ALL:
+            result = CalibrationResult({}, method, "", _collect(calibrator, runner, meta, max_memory, workers))
+            result.samples = int(result.statistics.meta.get("samples", 0))
+        else:
+            result = run_calibrator(calibrator, runner, trt_version, meta, max_memory=max_memory, workers=workers)
+            result.by_method = {method: result.amax}  # searched (and the cache written) already, or reused
+        result.skipped = list(calibrator.skipped)
         if calibrator.skipped:
             logger.warning("skipped %d unreadable sample(s); first: %s", len(calibrator.skipped), calibrator.skipped[0])
         if histograms is not None:
             save_statistics(result.statistics, histograms)
+    if not result.by_method:
+        result.by_method, result.search_seconds = compute_all(result.statistics, names, **method_params)
+        for name, amax in result.by_method.items():
+            warn_zero_tensors(amax)
+            if cache is not None:
+                write_cache(method_path(cache, name) if method == ALL else cache, amax,
+                            get_method(name).algorithm, trt_version, _record(base, name, method_params))
+        if method != ALL:
+            result.amax, result.algorithm = result.by_method[method], get_method(method).algorithm
     if ranges is not None:
-        write_ranges(ranges, result.amax, record)
+        for name, amax in result.by_method.items():
+            write_ranges(method_path(ranges, name) if method == ALL else ranges, amax, _record(base, name, method_params))
     if report is not None:
         from .report import method_ranges, write_report
 
         stats = result.statistics
-        write_report(report, stats, method_ranges(stats, method, result.amax), method)
+        chosen = "entropy2" if method == ALL else method
+        write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen)
+    if qdq is not None or accuracy_budget is not None:
+        source = model if model is not None else result.statistics.meta.get("model") if result.statistics else None
+        if source is None or not Path(source).is_file():
+            raise Int8CalibError(f"--qdq needs the model: give MODEL (the statistics name {source!r}, not found)")
+        pre = preprocess if preprocess is not None or result.statistics is None else result.statistics.meta.get("preprocess")
+        if accuracy_budget is not None and holdout is None:
+            if data is None:
+                raise Int8CalibError("--accuracy-budget with --from-histograms needs --data: samples the statistics did not see")
+            holdout = data
+        result.quantization = export_model(
+            source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
+            batch_size, providers,
+        )
+    result.seconds = time.perf_counter() - start
     return result
 
 
+def export_model(
+    model: "str | Path",
+    amax: dict[str, float],
+    path: "str | Path | None",
+    precision: str = "int8",
+    exclude_nodes: str | None = None,
+    exclude_op_types: Sequence[str] = (),
+    accuracy_budget: float | None = None,
+    holdout=None,
+    preprocess=None,
+    batch_size: int = 32,
+    providers: Sequence[str] | None = None,
+):
+    """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ); with a budget, choose the layers kept in float.
+
+    Returns the :class:`~int8calib.evaluate.mixed.MixedPrecision` decision, or None without a budget.
+    """
+    from .preprocess import Preprocess
+    from .runner import load_model
+    from .writers.qdq import insert_qdq, write_model
+
+    proto = load_model(model)
+    mixed = None
+    if accuracy_budget is not None:
+        from .batching import BatchLoader
+        from .evaluate.mixed import choose_float_layers
+        from .runner import model_inputs
+        from .sources import resolve
+
+        if precision != "int8":
+            raise Int8CalibError("--accuracy-budget applies to --precision int8")
+        inputs = model_inputs(proto)
+        samples = holdout if _is_samples(holdout) else resolve(holdout, {i.name: len(i.shape) for i in inputs})
+        loader = BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
+        mixed = choose_float_layers(proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers)
+        if mixed.kept:
+            logger.info("trtexec --precisionConstraints=obey --layerPrecisions=%s", mixed.layer_precisions)
+    if path is not None:
+        keep = mixed.kept if mixed is not None else ()
+        write_model(path, insert_qdq(proto, amax, exclude_nodes, exclude_op_types, precision, keep))
+        logger.info("wrote the %s model %s", precision, path)
+    return mixed
+
+
+def _is_samples(data) -> bool:
+    from .sources import Sample
+
+    return isinstance(data, list) and bool(data) and all(isinstance(s, Sample) for s in data)
+
+
 def _inputs(model) -> list:
+    from .runner.model import load_model, model_inputs
+
     inputs = model_inputs(load_model(model, load_external_data=False))
     if not inputs:
         raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")
     return inputs
 
 
+def _statistics_meta(model, calibrator, base: dict) -> dict:
+    """What a statistics file records: model, preprocessing, data (fingerprint and list)."""
+    meta = {k: base[k] for k in _STATISTICS_FIELDS} | {"model": str(model)}
+    if hasattr(calibrator.loader, "samples"):  # files, not feed dicts: list them, sorted as order does not matter
+        meta["data"] = sorted(str(s.path) + (f"[{s.index}]" if s.index is not None else "") for s in calibrator.loader.samples)
+    return meta
+
+
 def _runner_spec(model, providers, tensors, workers: int) -> "RunnerSpec | Callable[[], ActivationRunner]":
     """How to build the runner, called only if data must be read; worker processes get a RunnerSpec."""
+    from .runner import ActivationRunner, RunnerSpec
+
     if workers < 1:
         raise Int8CalibError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
         return lambda: ActivationRunner(model, providers, tensors)
     return RunnerSpec(str(model), tuple(providers) if providers else None, tuple(tensors) if tensors else None)
+
+
+def _collect(calibrator, runner, meta: dict, max_memory, workers: int) -> Statistics:
+    if workers > 1:
+        from .workers import collect_in_processes
+
+        return collect_in_processes(calibrator, runner, meta, workers, max_memory)
+    from .calibrator import collect_statistics
+
+    return collect_statistics(calibrator, runner(), meta, max_memory=max_memory)
 
 
 def collect(
@@ -140,15 +285,14 @@ def collect(
     fit, and the merged file equals one run over all the data.
     """
     from .batching import BatchLoader, parse_shard, shard as take_shard
-    from .calibrator import collect_statistics
-    from .workers import collect_in_processes
+    from .calibrator import Calibrator
 
-    spec = _runner_spec(model, providers, tensors, workers)
+    runner = _runner_spec(model, providers, tensors, workers)
     calibrator = Calibrator(
         data, _inputs(model), preprocess, batch_size, shuffle=shuffle, skip_bad_images=skip_bad_images, model=model,
     )
-    record = calibrator.provenance()  # fingerprints all the data, before taking a shard
-    meta = {k: record[k] for k in _STATISTICS_FIELDS} | {"model": str(model)}
+    # Fingerprint and list all the data before taking a shard: merged shards then equal one run.
+    meta = _statistics_meta(model, calibrator, calibrator.provenance())
     if shard is not None:
         if not isinstance(calibrator.loader, BatchLoader):
             raise Int8CalibError("--shard needs file data (a list, folder, glob or tensor file)")
@@ -158,10 +302,7 @@ def collect(
             raise Int8CalibError(f"shard {k}/{n} is empty: only {len(calibrator.loader.samples)} samples")
         calibrator.loader.samples = part
         meta["shard"] = [k, n]
-    if workers > 1:
-        stats = collect_in_processes(calibrator, spec, meta, workers, max_memory)
-    else:
-        stats = collect_statistics(calibrator, spec(), meta, max_memory=max_memory)
+    stats = _collect(calibrator, runner, meta, max_memory, workers)
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")
     if calibrator.skipped:

@@ -21,7 +21,6 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -31,6 +30,7 @@ from .batching import Batch, BatchLoader, FeedDictLoader
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
+from .result import CalibrationResult
 from .runner import ActivationRunner, RunnerSpec
 from .runner.model import InputInfo, calibratable_tensors, load_model, model_fingerprint
 from .sources import FeedDictSource, Sample, resolve
@@ -235,22 +235,39 @@ class EntropyCalibrator2(Calibrator):
     method = "entropy2"
 
 
+class EntropyCalibrator(Calibrator):
+    """TensorRT's legacy entropy calibrator (EntropyCalibration): the same KL search as entropy2."""
+
+    method = "entropy"
+
+
+class LegacyCalibrator(Calibrator):
+    """IInt8LegacyCalibrator: the ``quantile`` of |x|, capped at ``regression_cutoff`` x max |x|.
+
+    The two parameters are TensorRT's; docs/methods.md says how they are read here.
+    """
+
+    method = "legacy"
+
+    def __init__(self, *args, quantile: float | None = None, regression_cutoff: float | None = None, **kwargs):
+        params = dict(kwargs.pop("method_params", None) or {})
+        if quantile is not None:
+            params["quantile"] = float(quantile)
+        if regression_cutoff is not None:
+            params["regression_cutoff"] = float(regression_cutoff)
+        super().__init__(*args, method_params=params, **kwargs)
+
+    def get_quantile(self) -> float:
+        return float(self.method_params.get("quantile", get_method("legacy").params["quantile"]))
+
+    def get_regression_cutoff(self) -> float:
+        return float(self.method_params.get("regression_cutoff", get_method("legacy").params["regression_cutoff"]))
+
+
 class MinMaxCalibrator(Calibrator):
     """max |x| thresholds (MinMaxCalibration); suits transformers such as BERT."""
 
     method = "minmax"
-
-
-@dataclass
-class CalibrationResult:
-    amax: dict[str, float]
-    method: str
-    algorithm: str
-    statistics: Statistics | None = None
-    from_cache: bool = False
-    samples: int = 0
-    seconds: float = 0.0
-    skipped: list[str] = field(default_factory=list)
 
 
 def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from .errors import Int8CalibError
+from .evaluate.metrics import array_sqnr_db as sqnr_db
 from .methods import compute_ranges, get as get_method
 from .preprocess import PRESETS, Preprocess, load_image
 from .sources import FeedDictSource
@@ -105,13 +106,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of ``test`` against ``reference``, in dB."""
-    noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
-
-
 @dataclass
 class DemoResult:
     photos: list[Photo]
@@ -162,16 +156,13 @@ def _cell(name: str, probability: float) -> str:
 
 
 def quantize_model(model: onnx.ModelProto, amax: dict[str, float]) -> onnx.ModelProto:
-    """THE single call site of the Q/DQ writer (``int8calib.writers.qdq``)."""
-    try:
-        from .writers.qdq import insert_qdq
-    except ImportError:
-        raise Int8CalibError("this int8calib has no Q/DQ writer (int8calib.writers.qdq); the demo needs it") from None
+    from .writers.qdq import insert_qdq
+
     return insert_qdq(model, amax)
 
 
 def write_demo_report(path: Path, result, evaluation: dict) -> bool:
-    """THE single call site of the HTML report (``int8calib.report``); False when it is not available."""
+    """Write the HTML report; False when matplotlib (the ``report`` extra) is missing."""
     try:
         from .report import method_ranges, write_report
     except ImportError as exc:

@@ -13,9 +13,9 @@ import sys
 from .. import __version__
 from ..errors import Int8CalibError
 from ..util import log
-from . import build, calibrate, collect, demo, inspect, merge
+from . import build, calibrate, collect, demo, evaluate, inspect, merge
 
-COMMANDS = [calibrate, collect, merge, inspect, build, demo]
+COMMANDS = [calibrate, collect, merge, evaluate, inspect, build, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

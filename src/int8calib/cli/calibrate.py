@@ -25,10 +25,18 @@ def register(sub) -> None:
     add_data_loader_script_option(data)
 
     method = p.add_argument_group("method")
-    method.add_argument("--method", default="entropy2", help="calibration method (default entropy2)")
+    method.add_argument(
+        "--method", default="entropy2",
+        help="entropy2 (default), entropy, minmax, percentile, mse, legacy, or 'all' to compute every method "
+        "from one pass, print a comparison table and write one cache per method (docs/methods.md)",
+    )
+    method.add_argument("--percentile", type=float, metavar="P", help="percentile method: keep P %% of |x| (default 99.99)")
+    method.add_argument("--quantile", type=float, help="legacy method: IInt8LegacyCalibrator quantile (default 0.99999)")
+    method.add_argument("--regression-cutoff", type=float, help="legacy method: IInt8LegacyCalibrator regression cutoff (default 1.0)")
 
     out = p.add_argument_group("outputs")
-    out.add_argument("--cache", help="TensorRT calibration cache to write (reused when valid)")
+    out.add_argument("--cache", help="TensorRT calibration cache to write (reused when valid); with --method all, "
+                     "one per method: NAME.METHOD.EXT")
     out.add_argument(
         "--reuse-cache", choices=("auto", "strict", "never"), default="auto",
         help="existing --cache: auto reuses it when model, method, preprocessing and data are unchanged and "
@@ -38,6 +46,13 @@ def register(sub) -> None:
     out.add_argument("--ranges", help="write {tensor: amax} JSON for setDynamicRange")
     out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
     out.add_argument("--from-histograms", help="compute ranges from a saved statistics file instead of running the model")
+
+    qdq = p.add_argument_group("explicit quantization (Q/DQ model, see docs/qdq.md)")
+    qdq.add_argument("--qdq", metavar="OUT.onnx", help="write the model with QuantizeLinear/DequantizeLinear nodes for TensorRT")
+    qdq.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="int8", help="precision of the --qdq model (default int8)")
+    qdq.add_argument("--exclude-nodes", metavar="REGEX", help="keep nodes whose name matches REGEX in float")
+    qdq.add_argument("--exclude-op-types", nargs="+", default=(), metavar="OP", help="keep these op types in float")
+    qdq.add_argument("--accuracy-budget", type=float, metavar="PCT", help="keep the most sensitive layers in float until top-1 agreement loss <= PCT points (1 sample in 5 held out)")
 
     report = p.add_argument_group("report")
     report.add_argument(
@@ -83,15 +98,49 @@ def run_calibrate(args: argparse.Namespace) -> int:
         tensors=args.tensors,
         max_memory=args.max_memory,
         workers=args.workers,
+        qdq=args.qdq, precision=args.precision, exclude_nodes=args.exclude_nodes,
+        exclude_op_types=args.exclude_op_types, accuracy_budget=args.accuracy_budget,
         report=args.report,
         reuse_cache=args.reuse_cache,
+        **_method_params(args),
     )
-    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report) if p) or "no file written"
+    if args.method == "all":
+        from ..methods.compare import format_table
+
+        print(format_table(result.statistics, result.by_method))
+        for name, seconds in result.search_seconds.items():
+            logger.info("%-10s threshold search %7.1f ms for %d tensors", name, 1e3 * seconds, len(result.by_method[name]))
+    outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report, args.qdq) if p) or "no file written"
     if result.from_cache:
         logger.info("%d tensors from the existing cache %s", len(result.amax), args.cache)
     else:
         logger.info(
             "calibrated %d tensors on %d samples with %s in %.1f s -> %s",
-            len(result.amax), result.samples, result.method, result.seconds, outputs,
+            len(next(iter(result.by_method.values()))), result.samples, result.method, result.seconds, outputs,
+        )
+    mixed = result.quantization
+    if mixed is not None:
+        logger.info(
+            "mixed precision: %d layer(s) in float, held-out top-1 agreement %.2f %% (all INT8 %.2f %%, %d samples)%s",
+            len(mixed.kept), mixed.agreement, mixed.int8_agreement, mixed.samples,
+            f"\n  --layerPrecisions={mixed.layer_precisions}" if mixed.kept else "",
         )
     return 0
+
+
+def _method_params(args: argparse.Namespace) -> dict:
+    """The method options given, checked against --method (each goes only to the methods that take it)."""
+    from ..errors import Int8CalibError
+
+    given = {
+        name: value
+        for name, value in (
+            ("percentile", args.percentile), ("quantile", args.quantile), ("regression_cutoff", args.regression_cutoff)
+        )
+        if value is not None
+    }
+    owner = {"percentile": "percentile", "quantile": "legacy", "regression_cutoff": "legacy"}
+    for name in given:
+        if args.method not in ("all", owner[name]):
+            raise Int8CalibError(f"--{name.replace('_', '-')} applies to --method {owner[name]} (or all), not {args.method}")
+    return given

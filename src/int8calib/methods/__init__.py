@@ -4,7 +4,8 @@
     amax = compute_amax("entropy2", histogram)
 """
 
-from . import entropy, minmax  # noqa: F401  (importing registers the methods)
-from .registry import METHODS, Method, available, compute_amax, compute_ranges, get
+# Importing registers the methods; this order is the order of `available()` and of tables.
+from . import entropy, minmax, percentile, mse, legacy  # noqa: F401, I001
+from .registry import METHODS, Method, available, compute_all, compute_amax, compute_ranges, get
 
-__all__ = ["METHODS", "Method", "available", "compute_amax", "compute_ranges", "get"]
+__all__ = ["METHODS", "Method", "available", "compute_all", "compute_amax", "compute_ranges", "get"]

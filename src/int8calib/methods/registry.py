@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,3 +54,24 @@ def compute_amax(name: str, hist: TensorHistogram, **params) -> float:
 def compute_ranges(name: str, stats: Statistics, **params) -> dict[str, float]:
     """amax of every tensor in ``stats`` by ``name``'s method."""
     return {tensor: compute_amax(name, h, **params) for tensor, h in stats.tensors.items()}
+
+
+def compute_all(
+    stats: Statistics, names: list[str] | None = None, **params
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Ranges of every method in ``names`` (default: all) from the same statistics.
+
+    Each parameter goes to the methods that take it (``percentile=`` to percentile only).
+    Returns ({method: {tensor: amax}}, {method: seconds of threshold search}).
+    """
+    names = available() if names is None else list(names)
+    methods = [get(n) for n in names]
+    unknown = set(params) - {p for m in methods for p in m.params}
+    if unknown:
+        raise Int8CalibError(f"no method takes parameter(s) {sorted(unknown)}")
+    ranges, seconds = {}, {}
+    for m in methods:
+        start = time.perf_counter()
+        ranges[m.name] = compute_ranges(m.name, stats, **{k: v for k, v in params.items() if k in m.params})
+        seconds[m.name] = time.perf_counter() - start
+    return ranges, seconds

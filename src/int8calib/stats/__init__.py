@@ -7,8 +7,16 @@ and ``merge(a, b)`` equals collecting a and b together. Methods re-bin them to
 TensorRT's 2048 linear bins over [0, max |x|] when they run.
 """
 
-from .collector import StatsCollector
 from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram, merge
 from .io import load, save
+
+
+def __getattr__(name):
+    # The collector needs numba (half a second to import); reading statistics does not.
+    if name == "StatsCollector":
+        from .collector import StatsCollector
+
+        return StatsCollector
+    raise AttributeError(f"module 'int8calib.stats' has no attribute {name!r}")
 
 __all__ = ["DEFAULT_MANTISSA_BITS", "Statistics", "StatsCollector", "TensorHistogram", "load", "merge", "save"]

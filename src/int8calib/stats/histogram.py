@@ -61,32 +61,62 @@ class TensorHistogram:
             self.counts + other.counts, min(self.min, other.min), max(self.max, other.max), self.mantissa_bits
         )
 
-    def cdf(self, points: np.ndarray) -> np.ndarray:
-        """Number of values with |x| <= each point, counts spread uniformly within each bin.
+    def pieces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-empty finite bins as (lower edges, upper edges, counts as float64), ascending.
 
-        The bin holding the observed max is cut at that max, so a spike at the max
-        (a Clip at 6.0) stays at the max instead of spreading beyond it.
+        Counts are spread uniformly within each bin. The bin holding the observed max is
+        cut at that max, so a spike at the max (a Clip at 6.0) stays at the max instead of
+        spreading beyond it.
         """
-        points = np.asarray(points, dtype=np.float64)
         finite = self.counts[: 255 << self.mantissa_bits]
         nz = np.flatnonzero(finite)
-        if nz.size == 0:
-            return np.zeros_like(points)
         edges = fine_edges(self.mantissa_bits)
-        lo = edges[nz]
-        top = self.amax
-        hi = np.minimum(edges[nz + 1], top)
-        lo = np.minimum(lo, hi)
-        c = finite[nz].astype(np.float64)
-        cum = np.concatenate(([0.0], np.cumsum(c)))
+        hi = np.minimum(edges[nz + 1], self.amax)
+        lo = np.minimum(edges[nz], hi)
+        return lo, hi, finite[nz].astype(np.float64)
+
+    def cdf(self, points: np.ndarray) -> np.ndarray:
+        """Number of values with |x| <= each point (counts uniform within each bin)."""
+        return self.partial_moments(points, orders=(0,))[0]
+
+    def partial_moments(self, points: np.ndarray, orders=(0, 1, 2)) -> list[np.ndarray]:
+        """For each order k, the sum of |x|**k over the values with |x| <= each point.
+
+        Exact for the piecewise-uniform density of :meth:`pieces`; order 0 is the cdf.
+        """
+        points = np.asarray(points, dtype=np.float64)
+        lo, hi, c = self.pieces()
+        if c.size == 0:
+            return [np.zeros_like(points) for _ in orders]
         j = np.searchsorted(lo, points, side="right") - 1  # last bin starting at or below the point
         inside = j >= 0
-        jj = np.clip(j, 0, nz.size - 1)
-        width = hi[jj] - lo[jj]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frac = np.where(width > 0, (points - lo[jj]) / width, 1.0)
-        frac = np.clip(frac, 0.0, 1.0)
-        return np.where(inside, cum[jj] + c[jj] * frac, 0.0)
+        jj = np.clip(j, 0, c.size - 1)
+        a, b = lo[jj], hi[jj]
+        x = np.clip(points, a, b)
+        width = b - a
+        out = []
+        for k in orders:
+            # sum of |x|**k of each whole bin: c * (b^(k+1) - a^(k+1)) / ((k+1) (b - a)); a point mass if b == a
+            with np.errstate(divide="ignore", invalid="ignore"):
+                whole = np.where(hi > lo, (hi ** (k + 1) - lo ** (k + 1)) / ((k + 1) * (hi - lo)), lo**k) * c
+                part = np.where(width > 0, (x ** (k + 1) - a ** (k + 1)) / ((k + 1) * width), a**k) * c[jj]
+            if k == 0:  # the cdf: interpolate linearly, which is exact and cheaper
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    part = np.where(width > 0, (x - a) / width, 1.0) * c[jj]
+            cum = np.concatenate(([0.0], np.cumsum(whole)))
+            out.append(np.where(inside, cum[jj] + part, 0.0))
+        return out
+
+    def quantile(self, fraction: float) -> float:
+        """The |x| below which ``fraction`` of the values lie: the inverse of :meth:`cdf`."""
+        lo, hi, c = self.pieces()
+        if c.size == 0:
+            return 0.0
+        cum = np.cumsum(c)
+        target = min(max(float(fraction), 0.0), 1.0) * cum[-1]
+        j = min(int(np.searchsorted(cum, target, side="left")), c.size - 1)
+        before = cum[j] - c[j]
+        return float(lo[j] + (hi[j] - lo[j]) * min(max((target - before) / c[j], 0.0), 1.0))
 
     def linear(self, bins: int = 2048, upper: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Re-bin to ``bins`` linear bins over [0, upper] (default: the observed max |x|).

@@ -1,0 +1,70 @@
+"""``int8calib evaluate``: what INT8 costs in accuracy, measured against the float model."""
+
+from __future__ import annotations
+
+import argparse
+
+LAYERS_SHOWN = 15
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="compare a quantized model's outputs with the float model's over the same data",
+        description="Run both models in ONNX Runtime over the same data; report top-1 agreement, top-5 overlap, "
+        "output SQNR and max abs error, and with --labels the top-1/top-5 accuracy of both.",
+    )
+    p.add_argument("--fp32", required=True, help="the float ONNX model")
+    p.add_argument("--int8", required=True, help="the quantized (Q/DQ) or reduced-precision ONNX model")
+    p.add_argument("--data", required=True, help="list file, image directory, glob, .npy or .npz")
+    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--labels", help="TSV/CSV with 'file' and 'class_index' columns (matched on file name)")
+    p.add_argument("--output", help="model output to compare (default: the first)")
+    p.add_argument("--per-layer", action="store_true", help="SQNR of every quantized tensor against FP32, worst first")
+    p.add_argument("--json", help="write the results as JSON")
+    p.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
+
+    from . import add_output_options
+
+    add_output_options(p)
+    p.set_defaults(run=run_evaluate)
+
+
+def format_report(result: dict, layers_shown: int = LAYERS_SHOWN) -> str:
+    def pct(key: str) -> str:
+        value = result.get(key)
+        return "n/a" if value is None else f"{value:.2f} %"
+
+    sqnr = result["sqnr_db"]
+    lines = [
+        f"samples            {result['n']}",
+        f"top-1 agreement    {pct('top1_agreement')}",
+        f"top-5 overlap      {pct('top5_overlap')}",
+        f"output SQNR        {'inf' if sqnr is None else f'{sqnr:.2f}'} dB",
+        f"max abs error      {result['max_abs_error']:.4g}",
+    ]
+    if result.get("fp32_top1") is not None:
+        lines.append(f"top-1 accuracy     fp32 {pct('fp32_top1')}   int8 {pct('int8_top1')}")
+        lines.append(f"top-5 accuracy     fp32 {pct('fp32_top5')}   int8 {pct('int8_top5')}")
+    layers = result.get("per_layer") or []
+    if layers:
+        lines.append(f"per-layer SQNR, worst first ({min(layers_shown, len(layers))} of {len(layers)}):")
+        for row in layers[:layers_shown]:
+            sqnr = "inf" if row["sqnr_db"] is None else f"{row['sqnr_db']:7.2f}"
+            lines.append(f"  {sqnr} dB  {row['tensor']}")
+    return "\n".join(lines)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..evaluate import evaluate
+
+    result = evaluate(
+        args.fp32, args.int8, args.data, args.preprocess, args.labels, args.batch_size,
+        args.per_layer, args.output, args.json, args.providers,
+    )
+    shown = 10**9 if args.verbose else LAYERS_SHOWN
+    print(format_report(result.to_dict(), shown), file=sys.stdout)
+    return 0

@@ -1,0 +1,135 @@
+"""Automatic mixed precision: keep the most sensitive layers in float until an accuracy budget holds.
+
+1. Hold out every ``HOLDOUT_EVERY``-th calibration sample (20 %, deterministic, spread over the
+   data): ranges come from the rest, accuracy is measured on these.
+2. Sensitivity of a layer = how much the output SQNR of the fully quantized model improves
+   when that layer alone stays in float (one run over the first ``RANK_SAMPLES`` held-out
+   samples per layer).
+3. Keep the most sensitive layers in float, one more at a time, until the loss of top-1
+   agreement with the float model on the held-out data is at most the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from ..batching import BatchLoader
+from ..errors import Int8CalibError
+from ..runner import ActivationRunner
+from ..sources import Sample
+from ..util.log import logger
+from ..writers.qdq import build_qdq
+from .compare import compare_models
+
+HOLDOUT_EVERY = 5
+RANK_SAMPLES = 32  # SQNR is a smooth measure: a few dozen samples rank the layers; agreement uses all
+
+
+def split_holdout(samples: Sequence[Sample], every: int = HOLDOUT_EVERY) -> tuple[list[Sample], list[Sample]]:
+    """(calibration, held-out): sample i is held out when i % every == every - 1."""
+    calib = [s for i, s in enumerate(samples) if i % every != every - 1]
+    held = [s for i, s in enumerate(samples) if i % every == every - 1]
+    if not held or not calib:
+        raise Int8CalibError(f"--accuracy-budget needs at least {every} calibration samples (1 in {every} is held out)")
+    return calib, held
+
+
+def layer_precisions(nodes: Sequence[str], precision: str = "fp32") -> str:
+    """The value of trtexec's --layerPrecisions (use with --precisionConstraints=obey)."""
+    return ",".join(f"{name}:{precision}" for name in nodes)
+
+
+@dataclass
+class MixedPrecision:
+    budget: float  # allowed loss of top-1 agreement, percentage points
+    samples: int  # held-out samples the agreement was measured on
+    int8_agreement: float  # everything quantized
+    agreement: float  # with ``kept`` in float
+    sqnr_db: float | None
+    kept: list[str] = field(default_factory=list)  # node ids kept in float, most sensitive first
+    ranking: list[tuple[str, float]] = field(default_factory=list)  # (node id, SQNR gain dB), most sensitive first
+
+    @property
+    def layer_precisions(self) -> str:
+        return layer_precisions(self.kept)
+
+    def to_dict(self) -> dict:
+        return {
+            "budget": self.budget, "held_out_samples": self.samples, "int8_agreement": self.int8_agreement,
+            "agreement": self.agreement, "sqnr_db": self.sqnr_db, "kept_in_float": self.kept,
+            "layer_precisions": self.layer_precisions,
+            "sensitivity": [{"node": n, "sqnr_gain_db": round(g, 4)} for n, g in self.ranking],
+        }
+
+
+def choose_float_layers(
+    model: onnx.ModelProto,
+    amax: dict[str, float],
+    loader: BatchLoader,
+    budget: float,
+    exclude_nodes: str | None = None,
+    exclude_op_types: Sequence[str] = (),
+    providers: Sequence[str] | None = None,
+) -> MixedPrecision:
+    """Rank the quantized layers by sensitivity on ``loader``'s data and keep the fewest in float that meet ``budget``."""
+    if budget < 0:
+        raise Int8CalibError(f"--accuracy-budget must be >= 0, got {budget}")
+    batches = [(b.feeds, b.n, None) for b in loader]  # held out: small enough to keep preprocessed
+    output = model.graph.output[0].name
+    reference_runner = ActivationRunner(model, providers, [output])
+    reference = [reference_runner.run(feeds)[output] for feeds, _, _ in batches]
+
+    def measure(keep: Sequence[str], rows: int | None = None):
+        qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep)
+        data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
+        result = compare_models(model, qdq, data, output, providers=providers, reference=ref).output
+        return result.to_dict(), summary
+
+    base, summary = measure(())
+    n = base["n"]
+    if base["top1_agreement"] is None:
+        raise Int8CalibError("--accuracy-budget needs a classifier output [N, classes] to measure top-1 agreement")
+    mixed = MixedPrecision(budget, n, base["top1_agreement"], base["top1_agreement"], base["sqnr_db"])
+    logger.info("held-out %d samples: all-INT8 top-1 agreement %.2f %%, SQNR %s dB", n, base["top1_agreement"], base["sqnr_db"])
+    if 100.0 - base["top1_agreement"] <= budget:
+        return mixed
+    gains = []
+    rank_base, _ = measure((), RANK_SAMPLES)
+    for node in summary.quantized_nodes:
+        metrics, _ = measure([node], RANK_SAMPLES)
+        gains.append((node, _db(metrics["sqnr_db"]) - _db(rank_base["sqnr_db"])))
+    gains.sort(key=lambda kv: -kv[1])
+    mixed.ranking = gains
+    for k in range(1, len(gains) + 1):
+        kept = [node for node, _ in gains[:k]]
+        metrics, _ = measure(kept)
+        mixed.kept, mixed.agreement, mixed.sqnr_db = kept, metrics["top1_agreement"], metrics["sqnr_db"]
+        logger.debug("%d layer(s) in float: agreement %.2f %%", k, mixed.agreement)
+        if 100.0 - mixed.agreement <= budget:
+            break
+    logger.info(
+        "kept %d layer(s) in float for a %.2f-point budget: held-out agreement %.2f %% (all INT8: %.2f %%)",
+        len(mixed.kept), budget, mixed.agreement, mixed.int8_agreement,
+    )
+    return mixed
+
+
+def _first_rows(batches, reference, rows: int):
+    """The first ``rows`` real samples of ``batches`` and their reference outputs."""
+    out, ref, left = [], [], rows
+    for (feeds, n, labels), r in zip(batches, reference):
+        if left <= 0:
+            break
+        take = min(n, left)
+        out.append((feeds, take, None if labels is None else labels[:take]))  # rows past n are ignored
+        ref.append(r[:take])
+        left -= take
+    return out, ref
+
+
+def _db(x: float | None) -> float:
+    return 300.0 if x is None else float(x)  # None: identical outputs

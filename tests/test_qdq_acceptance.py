@@ -1,0 +1,97 @@
+"""Acceptance on ../shared: EfficientNet-Lite0, calibrated on the 500 even-class photos and
+evaluated on the 500 odd ones (issue 4). Statistics are collected once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from int8calib import api
+from int8calib.batching import BatchLoader
+from int8calib.evaluate import compare_models, read_labels
+from int8calib.evaluate.compare import labelled_batches
+from int8calib.methods import available, compute_ranges
+from int8calib.preprocess import Preprocess
+from int8calib.runner import ActivationRunner, model_inputs
+from int8calib.sources import resolve
+from int8calib.stats import load as load_statistics
+from int8calib.writers.qdq import build_qdq, check
+
+pytestmark = pytest.mark.acceptance
+PRESET = "efficientnet-lite"
+
+
+@pytest.fixture(scope="session")
+def even_stats(tmp_path_factory, effnet_model, even_images):
+    path = tmp_path_factory.mktemp("qdq") / "even.npz"
+    api.calibrate(effnet_model, even_images, PRESET, method="minmax", histograms=path)
+    return load_statistics(path)
+
+
+@pytest.fixture(scope="session")
+def odd_eval(effnet_model, odd_images, shared_dir):
+    """The odd photos preprocessed once, their labels, and the float model's logits."""
+    model = onnx.load(str(effnet_model))
+    labels = read_labels(shared_dir / "data" / "imagenet-sample" / "labels.tsv")
+    loader = BatchLoader(resolve(odd_images), model_inputs(model), Preprocess.load(PRESET), 50)
+    batches = list(labelled_batches(loader, labels))
+    runner = ActivationRunner(model, None, ["logits"])
+    return model, batches, [runner.run(feeds)["logits"] for feeds, _, _ in batches]
+
+
+@pytest.fixture(scope="session")
+def per_method(even_stats, odd_eval):
+    model, batches, reference = odd_eval
+    results = {}
+    for method in available():
+        qdq, _ = build_qdq(model, compute_ranges(method, even_stats))
+        results[method] = compare_models(model, qdq, batches, reference=reference).output.to_dict()
+    print({m: (r["top1_agreement"], r["sqnr_db"], r["int8_top1"]) for m, r in results.items()})
+    return results
+
+
+def test_best_method_meets_the_targets(per_method):
+    best = max(per_method, key=lambda m: (per_method[m]["top1_agreement"], per_method[m]["sqnr_db"]))
+    r = per_method[best]
+    assert r["top1_agreement"] >= 98.6, (best, r)
+    assert r["sqnr_db"] >= 17.5, (best, r)
+    assert r["int8_top1"] >= r["fp32_top1"] - 0.6, (best, r)
+
+
+def test_no_method_falls_under_97_5(per_method):
+    assert {m: r["top1_agreement"] for m, r in per_method.items() if r["top1_agreement"] < 97.5} == {}
+
+
+def test_qdq_model_is_per_channel_int8_and_runs(even_stats, odd_eval):
+    model, batches, _ = odd_eval
+    qdq, _ = build_qdq(model, compute_ranges("minmax", even_stats))
+    check(qdq)
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    weighted = [n for n in qdq.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(weighted) == 50
+    for node in weighted:
+        dq = producer[node.input[1]]
+        q, scale, zp = (inits[t] for t in dq.input)
+        axis = next(a.i for a in dq.attribute if a.name == "axis")
+        channels = q.shape[axis]
+        assert q.dtype == np.int8 and zp.dtype == np.int8 and not zp.any(), node.name
+        assert scale.shape == (channels,) and zp.shape == (channels,) and (scale > 0).all(), node.name
+    out = ActivationRunner(qdq, None, ["logits"]).run(batches[0][0])["logits"]
+    assert out.shape == (50, 1000) and np.isfinite(out).all()
+
+
+def test_accuracy_budget(tmp_path, effnet_model, even_images, odd_eval):
+    """--accuracy-budget 0.5 holds out 1 in 5 calibration photos and keeps layers in float until the
+    loss on them fits; on the odd photos the agreement must then reach 99.2 %."""
+    model, batches, reference = odd_eval
+    out = tmp_path / "mixed.onnx"
+    result = api.calibrate(effnet_model, even_images, PRESET, method="minmax", qdq=out, accuracy_budget=0.5)
+    mixed = result.quantization
+    assert result.samples == 400 and mixed.samples == 100 and 100 - mixed.agreement <= 0.5
+    assert mixed.layer_precisions == ",".join(f"{n}:fp32" for n in mixed.kept)
+    r = compare_models(model, onnx.load(str(out)), batches, reference=reference).output.to_dict()
+    print("mixed", len(mixed.kept), mixed.kept, r)
+    assert r["top1_agreement"] >= 99.2
