@@ -70,6 +70,17 @@ def test_entropy_clips_a_thin_heavy_tail():
     assert kl_threshold(h, 1.0) == 426.5
 
 
+def test_entropy2_ignores_the_spike_of_exact_zeros():
+    # A flat |x| histogram plus a large spike of ReLU zeros in bin 0. The plain KL search prefers
+    # the smallest candidate (the spike dominates every wider level 0), entropy2 keeps the range.
+    h = np.full(2048, 7.0)
+    h[0] = 1e6
+    assert kl_threshold(h, 1.0) == 128.5
+    values = np.concatenate([np.zeros(100_000), np.arange(2048) + 0.5])
+    values[-1] = 2048.0
+    assert compute_amax("entropy2", histogram_of(values)) == pytest.approx(2048.5, rel=1e-12)
+
+
 def test_entropy_of_all_zero_tensor_is_zero():
     assert compute_amax("entropy2", histogram_of(np.zeros(1000))) == 0.0
     assert compute_amax("entropy", histogram_of(np.zeros(1000))) == 0.0
