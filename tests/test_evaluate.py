@@ -135,3 +135,20 @@ def test_evaluate_cli_bad_labels_is_one_line(tmp_path, rng, capsys):
                "--data", str(img), "--preprocess", str(spec), "--labels", str(tmp_path / "l.csv"), "-q"])
     err = capsys.readouterr().err
     assert rc == 2 and "no label for 'a.png'" in err and "Traceback" not in err
+
+
+def test_flip_probability_by_hand_and_against_simulation():
+    from int8calib.evaluate.metrics import flip_probability
+
+    ref = np.array([[1.0, 0.0, -5.0, -5.0]])
+    test = ref + np.array([[1.0, -1.0, 1.0, -1.0]])  # noise spread (std) exactly 1
+    # margins 1, 6, 6: Phi(-1/sqrt2) + 2 Phi(-6/sqrt2) = 0.2397501 + 2 * 1.1045e-5
+    assert flip_probability(ref, test)[0] == pytest.approx(0.2397501 + 2 * 1.1045e-5, abs=1e-6)
+    assert flip_probability(ref, ref)[0] == 0.0
+
+    # Independent check: Gaussian noise of known spread, the observed top-1 flip rate.
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (20000, 10))
+    noisy = logits + rng.normal(0, 0.4, logits.shape)
+    observed = np.mean(noisy.argmax(1) != logits.argmax(1))
+    assert flip_probability(logits, noisy).mean() == pytest.approx(observed, rel=0.15)
