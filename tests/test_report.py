@@ -18,7 +18,7 @@ from int8calib.errors import Int8CalibError
 from int8calib.methods import available, compute_ranges
 from int8calib.report import method_ranges, write_report
 from int8calib.report.html import READY_MARKER
-from int8calib.report.ranking import quantile, summarize, summarize_tensor, where_to_look
+from int8calib.report.ranking import summarize, summarize_tensor, where_to_look
 from int8calib.stats import Statistics, StatsCollector
 
 CONSOLE_ERROR = r"CONSOLE[^\n]*(Uncaught|Error)"  # how --enable-logging=stderr reports page errors
@@ -49,8 +49,8 @@ def test_quantile_matches_numpy_within_a_bin(rng):
     h = _hist(x)
     for q in (0.5, 0.9, 0.999, 0.9999):
         expected = np.quantile(np.abs(x), q)
-        assert quantile(h, q) == pytest.approx(expected, rel=0.005)  # bins are 0.39 % wide
-    assert quantile(h, 1.0) == pytest.approx(np.abs(x).max(), rel=1e-6)
+        assert h.quantile(q) == pytest.approx(expected, rel=0.005)  # bins are 0.39 % wide
+    assert h.quantile(1.0) == pytest.approx(np.abs(x).max(), rel=1e-6)
 
 
 def test_summary_numbers_by_hand():

@@ -201,6 +201,7 @@ def export_model(
     mixed = None
     if accuracy_budget is not None:
         from .batching import BatchLoader
+        from .calibrator import is_sample_list
         from .evaluate.mixed import choose_float_layers
         from .runner import model_inputs
         from .sources import resolve
@@ -208,7 +209,7 @@ def export_model(
         if precision != "int8":
             raise Int8CalibError("--accuracy-budget applies to --precision int8")
         inputs = model_inputs(proto)
-        samples = holdout if _is_samples(holdout) else resolve(holdout, {i.name: len(i.shape) for i in inputs})
+        samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: len(i.shape) for i in inputs})
         loader = BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
         mixed = choose_float_layers(proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers)
         if mixed.kept:
@@ -218,12 +219,6 @@ def export_model(
         write_model(path, insert_qdq(proto, amax, exclude_nodes, exclude_op_types, precision, keep))
         logger.info("wrote the %s model %s", precision, path)
     return mixed
-
-
-def _is_samples(data) -> bool:
-    from .sources import Sample
-
-    return isinstance(data, list) and bool(data) and all(isinstance(s, Sample) for s in data)
 
 
 def _inputs(model) -> list:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..stats.histogram import Statistics, TensorHistogram, fine_edges
+from ..stats.histogram import Statistics, TensorHistogram
 
 # Thresholds above which a number becomes a reason to look at a tensor.
 CLIPPED_FLAG = 0.01  # more than 1 % of the values saturate at amax (entropy often clips ~0.1 %)
@@ -40,21 +40,6 @@ class TensorSummary:
     reasons: list[str] = field(default_factory=list)
 
 
-def quantile(hist: TensorHistogram, q: float) -> float:
-    """The |x| below which a fraction ``q`` of the values lie (linear within a bin)."""
-    finite = hist.counts[: 255 << hist.mantissa_bits]
-    cum = np.cumsum(finite)
-    if cum.size == 0 or cum[-1] == 0:
-        return 0.0
-    target = q * float(cum[-1])
-    k = min(int(np.searchsorted(cum, target, side="left")), cum.size - 1)
-    edges = fine_edges(hist.mantissa_bits)
-    lo, hi = edges[k], min(edges[k + 1], hist.amax)
-    before = float(cum[k - 1]) if k else 0.0
-    frac = (target - before) / float(finite[k]) if finite[k] else 1.0
-    return float(lo + max(hi - lo, 0.0) * min(max(frac, 0.0), 1.0))
-
-
 def summarize_tensor(
     name: str, hist: TensorHistogram, amax_by_method: dict[str, float], chosen_amax: float, sqnr_db: float | None
 ) -> TensorSummary:
@@ -67,7 +52,7 @@ def summarize_tensor(
         clipped = max(0.0, 1.0 - float(below[0]) / total)
         nonzero = total - zeros
         underflow = max(0.0, float(below[1]) - zeros) / nonzero if nonzero and chosen_amax > 0 else 0.0
-    p = quantile(hist, TAIL_QUANTILE)
+    p = hist.quantile(TAIL_QUANTILE)
     positive = [a for a in amax_by_method.values() if a > 0]
     summary = TensorSummary(
         name=name,
