@@ -212,14 +212,3 @@ def test_report_renders_in_headless_chromium(plots, rng, tmp_path):
     image = Image.open(shot).convert("RGB")
     assert image.size == (1200, 1600)
     assert len(image.getcolors(1 << 20)) > 50  # text and plots, not a blank page
-
-
-def test_docs_example_runs(plots, tmp_path, monkeypatch):
-    page = (Path(__file__).resolve().parents[1] / "docs" / "report.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
-    assert blocks
-    monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, "docs/report.md", "exec"), {})
-    html = (tmp_path / "report.html").read_text()
-    assert "low per-layer SQNR: 17.5 dB" in html and "top-1 agreement" in html
