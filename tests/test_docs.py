@@ -31,6 +31,7 @@ import pytest
 from PIL import Image
 from tinymodels import residual_cnn
 
+import int8calib
 from int8calib.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +163,26 @@ def _report(workdir: Path, printed: str) -> None:
     assert "low per-layer SQNR: 17.5 dB" in html and "top-1 agreement" in html
 
 
+def _cache_format(workdir: Path, printed: str) -> None:
+    assert printed.startswith("TRT-100900-EntropyCalibration2\ninput: 3f800000\n")
+    assert (workdir / "calibration.cache.json").is_file()  # the sidecar `inspect` reads
+
+
+def _migrating(workdir: Path, printed: str) -> None:
+    assert int8calib.read_cache(workdir / "c.cache").algorithm == "EntropyCalibration2"
+    assert int8calib.read_cache(workdir / "c.minmax.cache").algorithm == "MinMaxCalibration"
+    assert (workdir / "model.qdq.onnx").is_file()
+
+
+def _readme(workdir: Path, printed: str) -> None:
+    assert (workdir / "model.qdq.onnx").is_file() and (workdir / "stats.npz").is_file()
+    assert int8calib.read_cache(workdir / "calibration.cache").scales
+
+
 CHECKS = {
+    "README.md": _readme,
+    "docs/cache-format.md": _cache_format,
+    "docs/migrating.md": _migrating,
     "docs/data-loader-script.md": _data_loader_script,
     "docs/demo-and-zoo.md": _demo_and_zoo,
     "docs/report.md": _report,
