@@ -235,3 +235,21 @@ def test_calibrate_cli_accuracy_budget_zero_keeps_what_it_must(rng, tmp_path):
     mixed = result.quantization
     assert result.samples == 16 and mixed.samples == 4 and mixed.agreement == 100.0
     assert mixed.layer_precisions == ("fc:fp32" if mixed.kept == ["fc"] else "")
+
+
+def test_qdq_only_collects_just_the_qdq_inputs_and_writes_the_same_model(rng, tmp_path):
+    from int8calib.api import calibrate
+    from int8calib.runner import calibratable_tensors
+    from int8calib.writers.qdq import activation_tensors
+
+    model = g.conv_clip_add(rng)
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((6, 3, 6, 6)).astype(np.float32))
+    only = calibrate(tmp_path / "m.onnx", str(tmp_path / "x.npy"), method="minmax", qdq=tmp_path / "only.onnx")
+    full = calibrate(tmp_path / "m.onnx", str(tmp_path / "x.npy"), method="minmax", qdq=tmp_path / "full.onnx",
+                     ranges=tmp_path / "r.json")
+    wanted = activation_tensors(model)
+    assert list(only.statistics.tensors) == [t for t in calibratable_tensors(model) if t in wanted]
+    assert set(full.statistics.tensors) > set(only.statistics.tensors)
+    a, b = onnx.load(tmp_path / "only.onnx"), onnx.load(tmp_path / "full.onnx")
+    assert a.graph.SerializeToString() == b.graph.SerializeToString()

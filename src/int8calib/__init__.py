@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "calibrate": ("int8calib.api", "calibrate"),
+    "collect": ("int8calib.api", "collect"),
     "inspect": ("int8calib.inspection", "inspect"),
     "Calibrator": ("int8calib.calibrator", "Calibrator"),
     "EntropyCalibrator2": ("int8calib.calibrator", "EntropyCalibrator2"),
@@ -24,13 +25,18 @@ _LAZY = {
     "Int8CalibError": ("int8calib.errors", "Int8CalibError"),
 }
 
+# Subpackages reachable as attributes (int8calib.zoo.efficientnet_lite0()) without importing them up front.
+_SUBPACKAGES = {"evaluate", "methods", "preprocess", "report", "stats", "tensorrt", "writers", "zoo"}
+
 __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"int8calib.{name}")
     raise AttributeError(f"module 'int8calib' has no attribute {name!r}")

@@ -86,7 +86,7 @@ def calibrate(
     written once per method, named by :func:`method_path` (calibration.entropy2.cache, ...).
 
     ``tensors`` limits the statistics to those tensors (default: every tensor a TensorRT
-    cache needs); ``max_memory`` caps the activations one ONNX Runtime run may hold
+    cache needs, or only the Q/DQ model's activation inputs when that model is the only output); ``max_memory`` caps the activations one ONNX Runtime run may hold
     (bytes or '1.5G'); ``workers`` collects in that many processes. None of them changes
     the statistics of a tensor (docs/performance.md).
     """
@@ -100,6 +100,8 @@ def calibrate(
             raise Int8CalibError(f"{output}: the folder to write it in does not exist")
     start = time.perf_counter()
     holdout = None
+    # Only a Q/DQ model wanted: statistics for its activation inputs are enough (and faster to collect).
+    qdq_only = (qdq is not None or accuracy_budget is not None) and not (cache or ranges or histograms or report)
     if from_histograms is not None:
         stats = load_statistics(from_histograms)
         result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
@@ -109,6 +111,11 @@ def calibrate(
 
         if model is None or data is None:
             raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
+        if tensors is None and qdq_only:
+            from .runner import load_model
+            from .writers.qdq import activation_tensors
+
+            tensors = activation_tensors(load_model(model, load_external_data=False))
         runner = _runner_spec(model, providers, tensors, workers)
         inputs = _inputs(model)
         if accuracy_budget is not None:

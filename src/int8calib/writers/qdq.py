@@ -140,6 +140,22 @@ def _quantized_inputs(node: onnx.NodeProto) -> list[int]:
     return [i for i in (0, 1) if i < len(node.input) and node.input[i]]
 
 
+def activation_tensors(model: onnx.ModelProto) -> list[str]:
+    """The tensors a Q/DQ model can take a range from: activation inputs of weighted ops and of Adds.
+
+    When only a Q/DQ model is asked for, collecting statistics for these alone lets ONNX Runtime
+    keep Conv+Clip fused and skips the rest of the histograms (docs/performance.md).
+    """
+    constants = _constants(model.graph)
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.op_type in WEIGHTED_OPS:
+            names += [node.input[i] for i in _quantized_inputs(node)]
+        elif node.op_type == "Add":
+            names += list(node.input)
+    return list(dict.fromkeys(n for n in names if n and n not in constants))
+
+
 def _check_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset >= MIN_OPSET:

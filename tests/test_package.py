@@ -1,0 +1,35 @@
+"""The package surface: lazy imports and the names the README uses."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_import_loads_nothing_heavy():
+    code = (
+        "import sys, int8calib; "
+        "print(sorted(m for m in ('onnxruntime', 'numba', 'matplotlib', 'onnx', 'PIL', 'tensorrt') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+@pytest.mark.parametrize(
+    "name", ["calibrate", "collect", "inspect", "read_cache", "write_cache", "Preprocess", "EntropyCalibrator2",
+             "EntropyCalibrator", "MinMaxCalibrator", "LegacyCalibrator", "Int8CalibError"],
+)
+def test_public_names_resolve(name):
+    import int8calib
+
+    assert getattr(int8calib, name) is not None
+
+
+def test_subpackages_are_attributes():
+    import int8calib
+
+    assert callable(int8calib.zoo.efficientnet_lite0)
+    assert callable(int8calib.evaluate.evaluate)
+    assert "entropy2" in int8calib.methods.available()
+    with pytest.raises(AttributeError):
+        int8calib.no_such_thing
