@@ -47,7 +47,6 @@ def _default_images(limit: int | None = None) -> list[str]:
 
 # ---- the measured work, one per subprocess -----------------------------------------------
 def _work_plain(a) -> dict:
-    import numpy as np
     import onnxruntime as ort
 
     from int8calib.batching import BatchLoader

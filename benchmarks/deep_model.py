@@ -27,7 +27,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from int8calib.calibrator import Calibrator, collect_statistics  # noqa: E402
+from int8calib.calibrator import Calibrator  # noqa: E402
+from int8calib.collection import collect_statistics  # noqa: E402
 from int8calib.runner import ActivationRunner  # noqa: E402
 from int8calib.stats import StatsCollector  # noqa: E402
 

@@ -13,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from int8calib.calibrator import Calibrator, collect_statistics
+from int8calib.calibrator import Calibrator
+from int8calib.collection import collect_statistics
 from int8calib.methods import compute_ranges
 from int8calib.report import method_ranges, write_report
 from int8calib.runner import ActivationRunner

@@ -16,9 +16,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from int8calib.api import calibrate, collect
+from int8calib.api import calibrate
 from int8calib.batching import parse_shard, prefetch, shard
-from int8calib.calibrator import Calibrator, collect_statistics, parse_size
+from int8calib.calibrator import Calibrator
+from int8calib.collection import collect_statistics, parse_size
 from int8calib.cli import main
 from int8calib.errors import Int8CalibError
 from int8calib.runner import ActivationRunner

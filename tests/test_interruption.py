@@ -9,7 +9,6 @@ trust a cache/sidecar pair that does not belong together. Ctrl-C exits 130, SIGT
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess

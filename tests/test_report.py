@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,7 +112,7 @@ def test_calibrate_writes_a_self_contained_report(plots, tiny, tmp_path):
     assert len(tensors) >= 3
     ranges = {m: compute_ranges(m, result.statistics) for m in available()}
     for name in tensors:
-        assert f'<a href="#' in page and f">{name}</a>" in page  # table row
+        assert '<a href="#' in page and f">{name}</a>" in page  # table row
         assert f'<div class="name">{name}</div>' in page  # histogram card
         for m in available():
             assert f"{ranges[m][name]:.5g}" in page

@@ -261,7 +261,7 @@ def _collect(calibrator, runner, meta: dict, max_memory, workers: int) -> Statis
         from .workers import collect_in_processes
 
         return collect_in_processes(calibrator, runner, meta, workers, max_memory)
-    from .calibrator import collect_statistics
+    from .collection import collect_statistics
 
     return collect_statistics(calibrator, runner(), meta, max_memory=max_memory)
 

@@ -17,16 +17,14 @@ the GPU instead.
 
 from __future__ import annotations
 
-import os
-import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .batching import Batch, BatchLoader, FeedDictLoader
+from .collection import collect_statistics
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
@@ -34,8 +32,7 @@ from .result import CalibrationResult
 from .runner import ActivationRunner, RunnerSpec
 from .runner.model import InputInfo, calibratable_tensors, load_model, model_fingerprint
 from .sources import FeedDictSource, Sample, resolve
-from .stats import Statistics, StatsCollector
-from .util.log import logger, progress_bar
+from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, CalibrationCache, format_cache, parse_cache, warn_zero_tensors
 from .writers.provenance import check_output, provenance_dict, write_with_sidecar
 
@@ -196,18 +193,14 @@ class Calibrator:
             expected = calibratable_tensors(load_model(self.model, load_external_data=False))
             # TensorRT also lists its own unnamed layers' outputs; they cannot match ONNX names.
             present = {n for n in cache.scales if not n.startswith("(Unnamed Layer")}
+            known = set(expected)
             missing = [n for n in expected if n not in cache.scales]
-            extra = [n for n in cache.scales if n in present and n not in set(expected)]
+            extra = [n for n in present if n not in known]
             if missing:
                 reasons.append(f"no scale for model tensor(s) {_names(missing)}")
             if extra:
                 reasons.append(f"tensor(s) {_names(extra)} are not in the model")
         return reasons
-
-    def reset(self) -> None:
-        """Start serving batches from the first sample again."""
-        self._batches = None
-        self.batch = None
 
     # ---- extras --------------------------------------------------------------
     @property
@@ -268,106 +261,6 @@ class MinMaxCalibrator(Calibrator):
     """max |x| thresholds (MinMaxCalibration); suits transformers such as BERT."""
 
     method = "minmax"
-
-
-def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str, np.ndarray]:
-    if n == padded:
-        return activations
-    return {k: (v[:n] if v.ndim and v.shape[0] == padded else v) for k, v in activations.items()}
-
-
-DEFAULT_MAX_MEMORY = 1 << 30  # activation bytes one step may hold; see docs/performance.md
-# While one step runs, memory holds its outputs in ORT's arena, the arrays handed to
-# Python, and the previous step's activations still being histogrammed: budget three
-# times one run's outputs (measured peak is lower, see docs/performance.md).
-_LIVE_COPIES = 3
-
-
-def parse_size(text: "str | int | None") -> int | None:
-    """'1.5G', '800M', '64k', '2GiB' or a number of bytes -> bytes (None stays None)."""
-    if text is None or isinstance(text, int):
-        return text
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
-    if not match or float(match.group(1)) <= 0:
-        raise Int8CalibError(f"cannot read memory size {text!r} (use e.g. 1.5G, 800M)")
-    return int(float(match.group(1)) * (1 << (10 * " KMGT".index(match.group(2).upper() or " "))))
-
-
-class _StepSizer:
-    """How many samples one ONNX Runtime run may take under a memory budget.
-
-    The first run takes a single sample and measures its activation bytes; later runs
-    take as many as the budget allows. Statistics are exact sums, so splitting a batch
-    this way changes nothing in the result.
-    """
-
-    def __init__(self, max_memory: int):
-        self.max_memory = max_memory
-        self.rows: int | None = None  # None until measured
-
-    def measure(self, activations: dict[str, np.ndarray], samples: int) -> None:
-        self.per_sample = max(1, sum(v.nbytes for v in activations.values()) // max(1, samples))
-        self.rows = max(1, self.max_memory // (_LIVE_COPIES * self.per_sample))
-        logger.debug("activations: %.1f MB per sample; %d sample(s) per run", self.per_sample / 1e6, self.rows)
-
-
-def _steps(batch: Batch, sizer: _StepSizer, fixed_batch: int | None) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-    """(feeds, real samples) for each run over ``batch``; a fixed-batch model takes it whole."""
-    if fixed_batch is not None:
-        yield batch.feeds, batch.n
-        return
-    start = 0
-    while start < batch.n:
-        rows = 1 if sizer.rows is None else sizer.rows
-        yield {k: v[start : start + rows] for k, v in batch.feeds.items()}, min(rows, batch.n - start)
-        start += rows
-
-
-def collect_statistics(
-    calibrator: Calibrator,
-    runner: ActivationRunner,
-    meta: dict | None = None,
-    max_memory: "int | str | None" = None,
-    threads: int | None = None,
-    allow_empty: bool = False,
-) -> Statistics:
-    """Pull every batch from ``calibrator``, run it, and histogram the activations.
-
-    Each batch runs in steps of as many samples as ``max_memory`` (bytes of live
-    activations, default 1 GiB) allows, so peak memory does not grow with the batch
-    size or the number of samples. Histogramming of one step runs on ``threads``
-    threads (default: one per core) while ONNX Runtime computes the next step, and
-    the next batch is decoded in the background meanwhile.
-    """
-    names = [i.name for i in runner.inputs]
-    sizer = _StepSizer(parse_size(max_memory) or DEFAULT_MAX_MEMORY)
-    fixed = calibrator.loader.fixed_batch
-    collector = StatsCollector()
-    bar = progress_bar(calibrator.loader.sample_count, "collecting", "img")
-    pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1, thread_name_prefix="int8calib-hist")
-    try:
-        while (arrays := calibrator.get_batch(names)) is not None:
-            batch = calibrator.batch
-            for feeds, n in _steps(batch, sizer, fixed):
-                padded = next(iter(feeds.values())).shape[0]
-                activations = _unpad(runner.run(feeds), n, padded)
-                if sizer.rows is None:
-                    sizer.measure(activations, n)
-                    if fixed is not None and sizer.rows < fixed:
-                        logger.warning(
-                            "the model's batch size is fixed at %d: runs cannot be split to stay under "
-                            "--max-memory (%.0f MB of activations per run)", fixed, sizer.per_sample * fixed / 1e6,
-                        )
-                collector.submit(activations, pool, samples=n)
-                del activations, feeds  # the collector's tasks hold the only references now
-            bar.update(batch.n)
-        stats = collector.result(meta)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-    if collector.samples == 0 and not allow_empty:
-        raise Int8CalibError("no calibration sample could be loaded")
-    return stats
 
 
 def run_calibrator(

@@ -14,7 +14,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 
 from .batching import BatchLoader, shard
-from .calibrator import Calibrator, collect_statistics
+from .calibrator import Calibrator
+from .collection import collect_statistics
 from .errors import Int8CalibError
 from .runner import RunnerSpec
 from .stats import Statistics, merge
