@@ -33,3 +33,12 @@ def test_subpackages_are_attributes():
     assert "entropy2" in int8calib.methods.available()
     with pytest.raises(AttributeError):
         int8calib.no_such_thing
+
+
+def test_malloc_arena_cap_applies_on_glibc():
+    import platform
+
+    from int8calib.util.memory import limit_malloc_arenas
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert limit_malloc_arenas() is expected

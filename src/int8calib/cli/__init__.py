@@ -13,6 +13,7 @@ import sys
 from .. import __version__
 from ..errors import Int8CalibError
 from ..util import log
+from ..util.memory import limit_malloc_arenas
 from . import build, calibrate, collect, demo, evaluate, inspect, merge
 
 COMMANDS = [calibrate, collect, merge, evaluate, inspect, build, demo]
@@ -48,6 +49,7 @@ def _on_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    limit_malloc_arenas()  # before any thread starts: see util/memory.py
     log.configure(getattr(args, "verbose", 0), getattr(args, "quiet", False))
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -1,0 +1,29 @@
+"""Process memory settings.
+
+glibc gives each thread that allocates its own malloc arena (up to 8 per core). The decoder
+thread, the histogram threads and ONNX Runtime's threads then each keep freed memory in
+their own arena, and peak RSS creeps up with the length of the run: measured on
+EfficientNet-Lite0, 100 vs 500 images gave 0.95 vs 1.06 GB peak RSS (+12 %); with two
+arenas 0.93 vs 0.99 GB (+6 %), at no measurable cost in speed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+
+_M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
+
+
+@functools.lru_cache(maxsize=1)
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas (once per process); False where there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
