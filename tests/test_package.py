@@ -42,3 +42,25 @@ def test_malloc_arena_cap_applies_on_glibc():
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert limit_malloc_arenas() is expected
+
+
+def test_progress_bars_only_on_a_terminal_and_not_when_quiet(monkeypatch):
+    import io
+
+    from int8calib.util import log
+
+    items = [1, 2, 3]
+    monkeypatch.setattr(log.sys, "stderr", io.StringIO())  # not a terminal
+    log.configure(quiet=False)
+    assert log.progress(items) is items
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(log.sys, "stderr", Terminal())
+    bar = log.progress(items, total=3, desc="x")
+    assert bar is not items and list(bar) == items
+    log.configure(quiet=True)
+    assert log.progress(items) is items
+    log.configure()

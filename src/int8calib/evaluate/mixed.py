@@ -26,7 +26,7 @@ from ..batching import BatchLoader
 from ..errors import Int8CalibError
 from ..runner import ActivationRunner
 from ..sources import Sample
-from ..util.log import logger
+from ..util.log import logger, progress
 from ..writers.qdq import build_qdq
 from .compare import compare_models
 
@@ -105,7 +105,7 @@ def choose_float_layers(
         return mixed
     gains = []
     rank_base, _ = measure((), RANK_SAMPLES)
-    for node in summary.quantized_nodes:
+    for node in progress(summary.quantized_nodes, total=len(summary.quantized_nodes), desc="layer sensitivity", unit="layer"):
         metrics, _ = measure([node], RANK_SAMPLES)
         gains.append((node, _db(metrics["sqnr_db"]) - _db(rank_base["sqnr_db"])))
     gains.sort(key=lambda kv: -kv[1])

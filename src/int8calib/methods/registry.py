@@ -8,6 +8,7 @@ from typing import Callable
 
 from ..errors import Int8CalibError
 from ..stats.histogram import Statistics, TensorHistogram
+from ..util.log import progress
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def compute_amax(name: str, hist: TensorHistogram, **params) -> float:
 
 def compute_ranges(name: str, stats: Statistics, **params) -> dict[str, float]:
     """amax of every tensor in ``stats`` by ``name``'s method."""
-    return {tensor: compute_amax(name, h, **params) for tensor, h in stats.tensors.items()}
+    tensors = progress(stats.tensors.items(), total=len(stats.tensors), desc=f"{name} thresholds", unit="tensor")
+    return {tensor: compute_amax(name, h, **params) for tensor, h in tensors}
 
 
 def compute_all(
