@@ -245,6 +245,11 @@ def _statistics_meta(model, calibrator, base: dict) -> dict:
     return meta
 
 
+# Histograms of Relu / Clip(0, 6) outputs are derived from their inputs' instead of exposing
+# them (runner.model.derivable_tensors); tests switch it off to compare with exposing them.
+DERIVE_CLIPPED = True
+
+
 def _runner_spec(model, providers, tensors, workers: int) -> "RunnerSpec | Callable[[], ActivationRunner]":
     """How to build the runner, called only if data must be read; worker processes get a RunnerSpec."""
     from .runner import ActivationRunner, RunnerSpec
@@ -252,8 +257,8 @@ def _runner_spec(model, providers, tensors, workers: int) -> "RunnerSpec | Calla
     if workers < 1:
         raise Int8CalibError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
-        return lambda: ActivationRunner(model, providers, tensors)
-    return RunnerSpec(str(model), tuple(providers) if providers else None, tuple(tensors) if tensors else None)
+        return lambda: ActivationRunner(model, providers, tensors, derive=DERIVE_CLIPPED)
+    return RunnerSpec(str(model), tuple(providers) if providers else None, tuple(tensors) if tensors else None, DERIVE_CLIPPED)
 
 
 def _collect(calibrator, runner, meta: dict, max_memory, workers: int) -> Statistics:

@@ -98,7 +98,9 @@ def collect_statistics(
     names = [i.name for i in runner.inputs]
     sizer = _StepSizer(parse_size(max_memory) or DEFAULT_MAX_MEMORY)
     fixed = calibrator.loader.fixed_batch
-    collector = StatsCollector()
+    # Relu / Clip(0, hi) outputs the runner did not expose: their inputs are counted by sign.
+    derived = getattr(runner, "derived", {})
+    collector = StatsCollector(signed={source for source, _ in derived.values()})
     bar = progress_bar(calibrator.loader.sample_count, "collecting", "img")
     pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1, thread_name_prefix="int8calib-hist")
     try:
@@ -117,7 +119,7 @@ def collect_statistics(
                 collector.submit(activations, pool, samples=n)
                 del activations, feeds  # the collector's tasks hold the only references now
             bar.update(batch.n)
-        stats = collector.result(meta)
+        stats = collector.result(meta, derived, order=getattr(runner, "tensors", None))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto
 
 from ..errors import Int8CalibError
+from ..stats.histogram import DEFAULT_MANTISSA_BITS
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 
@@ -179,3 +182,68 @@ def model_fingerprint(path: str | Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _scalar_constants(model: onnx.ModelProto, names: set[str]) -> dict[str, np.ndarray]:
+    """The float32 values of the initializers and Constant nodes named in ``names`` (top graph)."""
+    from onnx import numpy_helper
+
+    found = {}
+    for init in model.graph.initializer:
+        if init.name in names and init.data_type == TensorProto.FLOAT and init.data_location != TensorProto.EXTERNAL:
+            found[init.name] = numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] in names:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
+                    found[node.output[0]] = numpy_helper.to_array(attr.t)
+                elif attr.name == "value_float":
+                    found[node.output[0]] = np.array(attr.f, np.float32)
+    return {k: v for k, v in found.items() if v.size == 1}
+
+
+def derivable_tensors(
+    model: onnx.ModelProto, collected: Sequence[str], mantissa_bits: int = DEFAULT_MANTISSA_BITS
+) -> dict[str, tuple[str, float]]:
+    """``{output: (input, hi)}`` for the tensors in ``collected`` whose histogram follows
+    exactly from their input's (stats/derive.py): outputs of Relu (hi = inf) and of
+    Clip(min=0, max=hi) with constant bounds, hi on a bit-pattern bin's lower edge (or
+    no max: hi = inf), whose float32 input is in ``collected`` too. Graph order.
+    """
+    from ..stats.derive import on_bin_edge
+
+    wanted = set(collected)
+    graph = model.graph
+    types = _infer_types(model)
+    opset = _opset(model)
+    clips = [n for n in graph.node if n.op_type == "Clip" and n.domain in ("", "ai.onnx")]
+    constants = _scalar_constants(model, {i for n in clips for i in n.input[1:] if i}) if opset >= 11 else {}
+    derived: dict[str, tuple[str, float]] = {}
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ("Relu", "Clip"):
+            continue
+        if not node.input or node.input[0] not in wanted or node.output[0] not in wanted:
+            continue
+        if node.input[0] in derived:  # Relu after Relu: the input's signs are not counted, it is not run
+            continue
+        if types.get(node.input[0]) != TensorProto.FLOAT:
+            continue
+        if node.op_type == "Relu":
+            derived[node.output[0]] = (node.input[0], math.inf)
+            continue
+        if opset < 11:
+            attrs = {a.name: a.f for a in node.attribute}
+            low, hi = attrs.get("min"), attrs.get("max", math.inf)  # no min: -FLT_MAX, not derivable
+        else:
+            bounds = list(node.input[1:3]) + [""] * (3 - len(node.input))
+            if not bounds[0] or bounds[0] not in constants or (bounds[1] and bounds[1] not in constants):
+                continue
+            low = float(constants[bounds[0]].reshape(()))
+            hi = float(constants[bounds[1]].reshape(())) if bounds[1] else math.inf
+        if low == 0.0 and (hi == math.inf or on_bin_edge(hi, mantissa_bits)):
+            derived[node.output[0]] = (node.input[0], hi)
+    return derived

@@ -11,7 +11,7 @@ import onnx
 
 from ..errors import Int8CalibError
 from ..util.log import logger
-from .model import calibratable_tensors, load_model, model_inputs
+from .model import calibratable_tensors, derivable_tensors, load_model, model_inputs
 
 
 def _expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
@@ -31,6 +31,10 @@ class ActivationRunner:
 
     Only the current batch's activations are alive at any time: the caller consumes
     them (histograms) before asking for the next batch.
+
+    With ``derive=True`` (what collection uses), tensors whose histogram follows from
+    another collected tensor's (``derived``: Relu / Clip(0, hi) outputs, see
+    :func:`derivable_tensors`) are not exposed, and ``run`` does not return them.
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class ActivationRunner:
         providers: Sequence[str] | None = None,
         tensors: Sequence[str] | None = None,
         intra_op_threads: int = 0,
+        derive: bool = False,
     ):
         import onnxruntime as ort
 
@@ -53,6 +58,8 @@ class ActivationRunner:
             unknown = [t for t in self.tensors if t not in known]
             if unknown:
                 raise Int8CalibError(f"{self.model_path or 'model'}: no tensor(s) {unknown[:5]} in the graph")
+        self.derived = derivable_tensors(proto, self.tensors) if derive else {}
+        self.exposed = [t for t in self.tensors if t not in self.derived]
         available = ort.get_available_providers()
         providers = list(providers or ["CPUExecutionProvider"])
         self.providers = providers
@@ -74,14 +81,16 @@ class ActivationRunner:
             options.add_session_config_entry(
                 "session.model_external_initializers_file_folder_path", str(self.model_path.resolve().parent)
             )
-        exposed = _expose(proto, self.tensors)
+        exposed = _expose(proto, self.exposed)
         try:
             self.session = ort.InferenceSession(exposed.SerializeToString(), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             where = self.model_path or "model"
             raise Int8CalibError(f"{where}: ONNX Runtime cannot load the model ({str(exc).splitlines()[0]})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
-        logger.debug("runner: %d tensors exposed, providers %s", len(self.tensors), providers)
+        logger.debug(
+            "runner: %d tensors exposed, %d derived from them, providers %s", len(self.exposed), len(self.derived), providers
+        )
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns the float activations of this batch by tensor name."""
@@ -93,7 +102,7 @@ class ActivationRunner:
         # Graph order, float tensors only (a tensor shape inference could not type may be int).
         return {
             name: by_name[name]
-            for name in self.tensors
+            for name in self.exposed
             if isinstance(by_name.get(name), np.ndarray) and by_name[name].dtype.kind == "f"
         }
 
@@ -108,6 +117,7 @@ class RunnerSpec:
     model: str
     providers: tuple[str, ...] | None = None
     tensors: tuple[str, ...] | None = None
+    derive: bool = False
 
     @classmethod
     def of(cls, runner: "ActivationRunner | RunnerSpec") -> "RunnerSpec":
@@ -115,9 +125,9 @@ class RunnerSpec:
             return runner
         if not isinstance(runner, ActivationRunner) or runner.model_path is None:
             raise Int8CalibError("collecting in several processes needs the model as a file path")
-        return cls(str(runner.model_path), tuple(runner.providers), tuple(runner.tensors))
+        return cls(str(runner.model_path), tuple(runner.providers), tuple(runner.tensors), bool(runner.derived))
 
     def build(self, intra_op_threads: int = 0) -> ActivationRunner:
-        return ActivationRunner(self.model, self.providers, self.tensors, intra_op_threads)
+        return ActivationRunner(self.model, self.providers, self.tensors, intra_op_threads, self.derive)
 
     __call__ = build  # a runner factory, as run_calibrator takes

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import Executor, Future
-from typing import Mapping
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import Int8CalibError
 from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram
-from .kernels import accumulate
+from .derive import derive_clipped, unsigned_counts
+from .kernels import accumulate, accumulate_signed
 
 
 _TASKS = 8  # tasks per batch: enough to balance a few threads, few enough to stay cheap
@@ -35,16 +36,22 @@ class StatsCollector:
     one task at a time because ``submit`` first waits for the previous batch.
     Counts are integers and min/max are exact, so the result does not depend on the
     order in which tensors or batches are added.
+
+    Tensors in ``signed`` are counted by sign as well (:func:`kernels.accumulate_signed`,
+    same cost), so :meth:`result` can derive the histograms of Relu / Clip(0, hi) outputs
+    of them that were never exposed (:mod:`stats.derive`).
     """
 
-    def __init__(self, mantissa_bits: int = DEFAULT_MANTISSA_BITS):
+    def __init__(self, mantissa_bits: int = DEFAULT_MANTISSA_BITS, signed: Collection[str] = ()):
         if not 0 <= mantissa_bits <= 12:
             raise ValueError("mantissa_bits must be in 0..12")
         self.mantissa_bits = mantissa_bits
+        self.signed = frozenset(signed)
         self.reset()
 
     def reset(self) -> None:
         self._hists: dict[str, TensorHistogram] = {}
+        self._signed_counts: dict[str, np.ndarray] = {}  # name -> counts keyed with the sign bit
         self._pending: list[Future] = []
         self.batches = 0
         self.samples = 0
@@ -53,15 +60,29 @@ class StatsCollector:
         h = self._hists.get(name)
         if h is None:
             h = self._hists[name] = TensorHistogram.empty(self.mantissa_bits)
+            if name in self.signed:
+                self._signed_counts[name] = np.zeros(512 << self.mantissa_bits, np.int64)
         return h
 
+    def _nonfinite(self, name: str, h: TensorHistogram) -> int:
+        signed = self._signed_counts.get(name)
+        if signed is None:
+            return h.nonfinite
+        n, top = 256 << self.mantissa_bits, 255 << self.mantissa_bits
+        return int(signed[top:n].sum() + signed[n + top :].sum())
+
     def _add(self, name: str, h: TensorHistogram, value: np.ndarray, batch: int) -> None:
-        before = h.nonfinite
-        lo, hi = accumulate(value, h.counts, self.mantissa_bits)
+        before = self._nonfinite(name, h)
+        signed = self._signed_counts.get(name)
+        if signed is None:
+            lo, hi = accumulate(value, h.counts, self.mantissa_bits)
+        else:
+            lo, hi = accumulate_signed(value, signed, self.mantissa_bits)
         h.min, h.max = min(h.min, lo), max(h.max, hi)
-        if h.nonfinite != before:
+        after = self._nonfinite(name, h)
+        if after != before:
             raise Int8CalibError(
-                f"tensor '{name}': {h.nonfinite - before} NaN/Inf value(s) in calibration batch {batch} "
+                f"tensor '{name}': {after - before} NaN/Inf value(s) in calibration batch {batch} "
                 "(check the input data and preprocessing)"
             )
 
@@ -102,6 +123,24 @@ class StatsCollector:
             if exc is not None:
                 raise exc
 
-    def result(self, meta: dict | None = None) -> Statistics:
+    def result(
+        self,
+        meta: dict | None = None,
+        derived: Mapping[str, tuple[str, float]] | None = None,
+        order: Sequence[str] | None = None,
+    ) -> Statistics:
+        """The statistics so far, plus each ``derived`` output ``{name: (input, hi)}`` of
+        Clip(0, hi) (hi = inf: Relu) whose input was collected in ``signed``; tensors in
+        ``order`` (default: the order collected, derived ones last)."""
         self.wait()
-        return Statistics(dict(self._hists), {**(meta or {}), "samples": self.samples})
+        tensors = dict(self._hists)
+        for name, signed in self._signed_counts.items():
+            h = tensors[name]
+            tensors[name] = TensorHistogram(unsigned_counts(signed), h.min, h.max, h.mantissa_bits)
+        for name, (source, hi) in (derived or {}).items():
+            if source in self._signed_counts:
+                h = tensors[source]
+                tensors[name] = derive_clipped(self._signed_counts[source], h.min, h.max, hi, self.mantissa_bits)
+        if order is not None:
+            tensors = {name: tensors[name] for name in order if name in tensors}
+        return Statistics(tensors, {**(meta or {}), "samples": self.samples})
