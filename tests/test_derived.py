@@ -15,9 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 import int8calib.api as api
 from int8calib.api import calibrate
 from int8calib.calibrator import Calibrator
+from int8calib.cli import main
 from int8calib.collection import collect_statistics
 from int8calib.runner import ActivationRunner
 from int8calib.runner.model import derivable_tensors
+from int8calib.stats import load
 from int8calib.stats.derive import derive_clipped, on_bin_edge, unsigned_counts
 from int8calib.stats.kernels import accumulate, accumulate_signed
 from tinymodels import residual_cnn
@@ -153,6 +155,12 @@ def test_caches_are_byte_identical_with_workers_and_shards(data, tmp_path, monke
     assert (tmp_path / "on.npz").read_bytes() == (tmp_path / "off.npz").read_bytes()
     _same(on.statistics, off.statistics)
     _same(two.statistics, off.statistics)
+    monkeypatch.setattr(api, "DERIVE_CLIPPED", True)
+    parts = [str(tmp_path / f"part{k}.npz") for k in (1, 2)]
+    for k, part in enumerate(parts, 1):
+        assert main(["collect", str(model), "--data", str(data), "--shard", f"{k}/2", "-o", part, "-q"]) == 0
+    assert main(["merge", *parts, "-o", str(tmp_path / "merged.npz"), "-q"]) == 0
+    _same(load(tmp_path / "merged.npz"), off.statistics)
 
 
 def test_signed_kernel_halves_add_up_to_the_plain_kernel():
