@@ -58,6 +58,7 @@ class ActivationRunner:
             unknown = [t for t in self.tensors if t not in known]
             if unknown:
                 raise Int8CalibError(f"{self.model_path or 'model'}: no tensor(s) {unknown[:5]} in the graph")
+        self.derive = derive
         self.derived = derivable_tensors(proto, self.tensors) if derive else {}
         self.exposed = [t for t in self.tensors if t not in self.derived]
         available = ort.get_available_providers()
@@ -125,7 +126,7 @@ class RunnerSpec:
             return runner
         if not isinstance(runner, ActivationRunner) or runner.model_path is None:
             raise Int8CalibError("collecting in several processes needs the model as a file path")
-        return cls(str(runner.model_path), tuple(runner.providers), tuple(runner.tensors), bool(runner.derived))
+        return cls(str(runner.model_path), tuple(runner.providers), tuple(runner.tensors), runner.derive)
 
     def build(self, intra_op_threads: int = 0) -> ActivationRunner:
         return ActivationRunner(self.model, self.providers, self.tensors, intra_op_threads, self.derive)
