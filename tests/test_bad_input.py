@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from int8calib.cli import main
-from trust_helpers import SIZE, make_images, make_model, run_cli, snapshot, write_list, write_spec
+from trust_helpers import SIZE, make_images, make_model, run_cli, snapshot, with_external_data, write_list, write_spec
 
 OLD_CACHE = "TRT-8601-MinMaxCalibration\ninput: 3c010204\n"
 
@@ -143,16 +143,7 @@ def test_model_missing(ws, capsys):
 
 
 def _external_model(ws, location: str):
-    model = onnx.load(str(ws / "m.onnx"))
-    onnx.save(model, str(ws / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="ext.bin", size_threshold=0)
-    model = onnx.load(str(ws / "ext.onnx"), load_external_data=False)
-    for t in model.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = location
-    onnx.save(model, str(ws / "ext.onnx"))
-    return ws / "ext.onnx"
+    return with_external_data(ws / "m.onnx", location)
 
 
 def test_model_external_data_works(ws, capsys):

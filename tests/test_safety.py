@@ -11,7 +11,7 @@ import pytest
 
 from int8calib.errors import Int8CalibError
 from int8calib.runner.model import load_model, model_fingerprint
-from trust_helpers import make_model
+from trust_helpers import make_model, with_external_data
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "int8calib"
 
@@ -31,17 +31,9 @@ def test_every_numpy_load_refuses_pickles():
     assert calls and all("allow_pickle=False" in args for _, args in calls), calls
 
 
-def _with_location(tmp_path, location):
-    make_model(tmp_path / "m.onnx")
-    model = onnx.load(str(tmp_path / "m.onnx"))
-    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
-    model = onnx.load(str(tmp_path / "ext.onnx"), load_external_data=False)
-    for t in model.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = location
-    onnx.save(model, str(tmp_path / "ext.onnx"))
-    return tmp_path / "ext.onnx"
+def _with_location(folder, location):
+    make_model(folder / "m.onnx")
+    return with_external_data(folder / "m.onnx", location, "w.bin")
 
 
 @pytest.mark.parametrize("location", ["../w.bin", "/etc/hostname", "sub/../../w.bin"])

@@ -74,3 +74,19 @@ def run_cli(*args, cwd: Path | None = None, timeout: float = 120) -> subprocess.
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (names and bytes), to check that nothing appeared or changed."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def with_external_data(model_path: Path, location: str, data_name: str = "ext.bin") -> Path:
+    """Save ``model_path`` beside it as ext.onnx with its weights in ``data_name``, then point the
+    external-data entries at ``location`` (which may be outside the folder: the safety tests)."""
+    folder = model_path.parent
+    model = onnx.load(str(model_path))
+    onnx.save(model, str(folder / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=data_name, size_threshold=0)
+    model = onnx.load(str(folder / "ext.onnx"), load_external_data=False)
+    for t in model.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    onnx.save(model, str(folder / "ext.onnx"))
+    return folder / "ext.onnx"
