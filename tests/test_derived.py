@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import platform
 import struct
 
 import numpy as np
@@ -200,14 +201,21 @@ def test_derivation_equals_histogramming_the_clipped_values(x, hi, bits):
 
 @pytest.mark.acceptance
 def test_efficientnet_cache_is_identical_with_derivation(effnet_model, even_images, tmp_path, monkeypatch):
+    """Derived histograms and the blocked layout (runner.blocked) change no byte of the cache."""
     images = tmp_path / "calib.txt"
     images.write_text("\n".join(even_images[:32]) + "\n")
     args = dict(preprocess="efficientnet-lite", batch_size=32)
     on = calibrate(effnet_model, str(images), cache=tmp_path / "on.cache", **args)
+    monkeypatch.setattr(api, "BLOCKED_LAYOUT", False)
+    nchw = calibrate(effnet_model, str(images), cache=tmp_path / "nchw.cache", **args)
     monkeypatch.setattr(api, "DERIVE_CLIPPED", False)
     off = calibrate(effnet_model, str(images), cache=tmp_path / "off.cache", **args)
     assert (tmp_path / "on.cache").read_bytes() == (tmp_path / "off.cache").read_bytes()
+    assert (tmp_path / "nchw.cache").read_bytes() == (tmp_path / "off.cache").read_bytes()
     _same(on.statistics, off.statistics)
+    _same(nchw.statistics, off.statistics)
     assert len(on.statistics) == 95
-    runner = ActivationRunner(effnet_model, derive=True)
+    runner = ActivationRunner(effnet_model, derive=True, any_layout=True)
     assert len(runner.derived) == 33 and len(runner.exposed) == 62
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert len(runner.blocked) == 52  # the six 24- and 40-channel tensors have padding lanes

@@ -246,8 +246,10 @@ def _statistics_meta(model, calibrator, base: dict) -> dict:
 
 
 # Histograms of Relu / Clip(0, 6) outputs are derived from their inputs' instead of exposing
-# them (runner.model.derivable_tensors); tests switch it off to compare with exposing them.
+# them (runner.model.derivable_tensors), and activations are read in ONNX Runtime's blocked
+# layout where it has one (runner.blocked); tests switch these off to compare.
 DERIVE_CLIPPED = True
+BLOCKED_LAYOUT = True
 
 
 def _runner_spec(model, providers, tensors, workers: int) -> "RunnerSpec | Callable[[], ActivationRunner]":
@@ -257,8 +259,11 @@ def _runner_spec(model, providers, tensors, workers: int) -> "RunnerSpec | Calla
     if workers < 1:
         raise Int8CalibError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
-        return lambda: ActivationRunner(model, providers, tensors, derive=DERIVE_CLIPPED)
-    return RunnerSpec(str(model), tuple(providers) if providers else None, tuple(tensors) if tensors else None, DERIVE_CLIPPED)
+        return lambda: ActivationRunner(model, providers, tensors, derive=DERIVE_CLIPPED, any_layout=BLOCKED_LAYOUT)
+    return RunnerSpec(
+        str(model), tuple(providers) if providers else None, tuple(tensors) if tensors else None,
+        DERIVE_CLIPPED, BLOCKED_LAYOUT,
+    )
 
 
 def _collect(calibrator, runner, meta: dict, max_memory, workers: int) -> Statistics:

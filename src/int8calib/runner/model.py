@@ -77,6 +77,10 @@ def _all_tensors(model: onnx.ModelProto):
                 graphs.extend(attr.graphs)
 
 
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == TensorProto.EXTERNAL for t in _all_tensors(model))
+
+
 def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
     """Load an ONNX file, raising a one-line error naming it when it is not a usable model."""
     path = Path(path)

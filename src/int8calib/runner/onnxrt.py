@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
 
 from ..errors import Int8CalibError
 from ..util.log import logger
-from .model import calibratable_tensors, derivable_tensors, load_model, model_inputs
+from .blocked import blocked_model
+from .model import calibratable_tensors, derivable_tensors, load_model, model_inputs, uses_external_data
 
 
 def _expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
@@ -35,6 +36,11 @@ class ActivationRunner:
     With ``derive=True`` (what collection uses), tensors whose histogram follows from
     another collected tensor's (``derived``: Relu / Clip(0, hi) outputs, see
     :func:`derivable_tensors`) are not exposed, and ``run`` does not return them.
+
+    With ``any_layout=True`` (also for collection) an array ``run`` returns has the
+    tensor's shape and values but possibly not its element order: on the CPU, tensors
+    are read in ONNX Runtime's blocked channel layout, skipping the reorders that
+    exposing them costs (:mod:`runner.blocked`). Only the batch axis keeps its meaning.
     """
 
     def __init__(
@@ -44,6 +50,7 @@ class ActivationRunner:
         tensors: Sequence[str] | None = None,
         intra_op_threads: int = 0,
         derive: bool = False,
+        any_layout: bool = False,
     ):
         import onnxruntime as ort
 
@@ -82,16 +89,47 @@ class ActivationRunner:
             options.add_session_config_entry(
                 "session.model_external_initializers_file_folder_path", str(self.model_path.resolve().parent)
             )
-        exposed = _expose(proto, self.exposed)
+        self.any_layout = any_layout
+        self._options = options
+        self._exposed_bytes = _expose(proto, self.exposed).SerializeToString()
+        # {exposed name: (output name, channels)} for tensors read in the blocked layout
+        self.blocked: dict[str, tuple[str, int]] = {}
+        blocked = None
+        if any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto):
+            blocked = self._load(lambda: blocked_model(self._exposed_bytes, self.exposed))
+        if blocked is not None:
+            self.blocked = blocked[1]
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimized already
+            self._start(blocked[0].SerializeToString())
+        else:
+            self._start(self._exposed_bytes)
+        logger.debug(
+            "runner: %d tensors exposed (%d in the blocked layout), %d derived from them, providers %s",
+            len(self.exposed), len(self.blocked), len(self.derived), providers,
+        )
+
+    def _load(self, build):
         try:
-            self.session = ort.InferenceSession(exposed.SerializeToString(), options, providers=providers)
+            return build()
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             where = self.model_path or "model"
             raise Int8CalibError(f"{where}: ONNX Runtime cannot load the model ({str(exc).splitlines()[0]})") from None
+
+    def _start(self, model_bytes: bytes) -> None:
+        import onnxruntime as ort
+
+        self.session = self._load(lambda: ort.InferenceSession(model_bytes, self._options, providers=self.providers))
         self.output_names = [o.name for o in self.session.get_outputs()]
-        logger.debug(
-            "runner: %d tensors exposed, %d derived from them, providers %s", len(self.exposed), len(self.derived), providers
-        )
+        self._checked = not self.blocked
+
+    def _fall_back(self) -> None:
+        """Expose every tensor in NCHW again (a blocked output did not have the expected shape)."""
+        import onnxruntime as ort
+
+        logger.debug("runner: blocked-layout outputs not as expected; exposing in NCHW")
+        self.blocked = {}
+        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._start(self._exposed_bytes)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns the float activations of this batch by tensor name."""
@@ -100,15 +138,18 @@ class ActivationRunner:
         except Exception as exc:
             raise Int8CalibError(f"ONNX Runtime failed on a batch: {str(exc).splitlines()[0]}") from None
         by_name = dict(zip(self.output_names, outputs))
+        for name, (output, channels) in self.blocked.items():
+            by_name[name] = value = by_name.pop(output)
+            if not self._checked and (value.ndim < 2 or value.shape[1] != channels):
+                self._fall_back()
+                return self.run(feeds)
+        self._checked = True
         # Graph order, float tensors only (a tensor shape inference could not type may be int).
         return {
             name: by_name[name]
             for name in self.exposed
             if isinstance(by_name.get(name), np.ndarray) and by_name[name].dtype.kind == "f"
         }
-
-    def run_outputs(self, feeds: Mapping[str, np.ndarray], names: Iterable[str]) -> list[np.ndarray]:
-        return self.session.run(list(names), dict(feeds))
 
 
 @dataclass(frozen=True)
@@ -119,6 +160,7 @@ class RunnerSpec:
     providers: tuple[str, ...] | None = None
     tensors: tuple[str, ...] | None = None
     derive: bool = False
+    any_layout: bool = False
 
     @classmethod
     def of(cls, runner: "ActivationRunner | RunnerSpec") -> "RunnerSpec":
@@ -126,9 +168,9 @@ class RunnerSpec:
             return runner
         if not isinstance(runner, ActivationRunner) or runner.model_path is None:
             raise Int8CalibError("collecting in several processes needs the model as a file path")
-        return cls(str(runner.model_path), tuple(runner.providers), tuple(runner.tensors), runner.derive)
+        return cls(str(runner.model_path), tuple(runner.providers), tuple(runner.tensors), runner.derive, runner.any_layout)
 
     def build(self, intra_op_threads: int = 0) -> ActivationRunner:
-        return ActivationRunner(self.model, self.providers, self.tensors, intra_op_threads, self.derive)
+        return ActivationRunner(self.model, self.providers, self.tensors, intra_op_threads, self.derive, self.any_layout)
 
     __call__ = build  # a runner factory, as run_calibrator takes
