@@ -83,3 +83,17 @@ def test_other_float_types_are_binned_as_float32(dtype):
     counts = np.zeros(256 << 8, np.int64)
     accumulate(x, counts, 8)
     np.testing.assert_array_equal(counts, reference(x.astype(np.float32), 8)[0])
+
+
+@pytest.mark.parametrize("values", [[-0.0, 0.0], [0.0, -0.0], [0.0, -0.0, 0.0]])
+def test_signed_zeros_order_the_same_whatever_comes_first(values):
+    import math
+
+    from int8calib.stats.histogram import ordered_max, ordered_min
+
+    lo, hi = accumulate(np.array(values, np.float32), np.zeros(256 << 8, np.int64), 8)
+    assert math.copysign(1, lo) == -1 and math.copysign(1, hi) == 1
+    a, b = values[:2]
+    assert math.copysign(1, ordered_min(a, b)) == math.copysign(1, ordered_min(b, a)) == -1
+    assert math.copysign(1, ordered_max(a, b)) == math.copysign(1, ordered_max(b, a)) == 1
+    assert ordered_min(-2.0, 1.0) == -2.0 and ordered_max(-2.0, 1.0) == 1.0

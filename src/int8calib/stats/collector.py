@@ -8,7 +8,7 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 
 from ..errors import Int8CalibError
-from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram
+from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram, ordered_max, ordered_min
 from .derive import derive_clipped, unsigned_counts
 from .kernels import accumulate, accumulate_signed
 
@@ -78,7 +78,7 @@ class StatsCollector:
             lo, hi = accumulate(value, h.counts, self.mantissa_bits)
         else:
             lo, hi = accumulate_signed(value, signed, self.mantissa_bits)
-        h.min, h.max = min(h.min, lo), max(h.max, hi)
+        h.min, h.max = ordered_min(h.min, lo), ordered_max(h.max, hi)
         after = self._nonfinite(name, h)
         if after != before:
             raise Int8CalibError(

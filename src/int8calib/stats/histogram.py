@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +11,16 @@ import numpy as np
 from ..errors import Int8CalibError
 
 DEFAULT_MANTISSA_BITS = 8  # 256 bins per power of two: relative bin width 0.39 %
+
+
+def ordered_min(a: float, b: float) -> float:
+    """min(a, b) with -0.0 below +0.0, so the result does not depend on the argument order."""
+    return a if (a, math.copysign(1.0, a)) <= (b, math.copysign(1.0, b)) else b
+
+
+def ordered_max(a: float, b: float) -> float:
+    """max(a, b) with +0.0 above -0.0 (see :func:`ordered_min`)."""
+    return a if (a, math.copysign(1.0, a)) >= (b, math.copysign(1.0, b)) else b
 
 
 @functools.lru_cache(maxsize=4)
@@ -58,7 +69,8 @@ class TensorHistogram:
                 f"cannot merge histograms of {self.mantissa_bits} and {other.mantissa_bits} mantissa bits"
             )
         return TensorHistogram(
-            self.counts + other.counts, min(self.min, other.min), max(self.max, other.max), self.mantissa_bits
+            self.counts + other.counts, ordered_min(self.min, other.min), ordered_max(self.max, other.max),
+            self.mantissa_bits,
         )
 
     def pieces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

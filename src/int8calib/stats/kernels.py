@@ -1,9 +1,9 @@
 """The histogram kernel, compiled with numba.
 
 One pass reads each value once and updates counts, min and max together. Measured on this
-project's 2-core machine: 1.07 G values/s on random data and 0.62-0.69 G/s on one thread over
-real EfficientNet-Lite0 activations (1.1 G/s on two), against 0.1 G/s for numpy.histogram and
-0.1-0.2 G/s for numpy's mask-shift-bincount (docs/performance.md).
+project's 2-core machine over real EfficientNet-Lite0 activations: ~0.9 G values/s on one
+thread, against 0.1 G/s for numpy.histogram and 0.1-0.2 G/s for numpy's
+mask-shift-bincount (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,19 +15,34 @@ _ABS = 0x7FFFFFFF  # key on |x|: the sign bit masked off
 _SIGNED = 0xFFFFFFFF  # key on x: the sign bit stays, one increment and no branch either way
 
 
+_SIGN_OFF = np.int32(0x7FFFFFFF)
+_NAN_BITS = np.int32(0x7F800000)  # |bits| above this is NaN
+
+
 @njit(nogil=True, cache=True)
 def _accumulate(flat_bits, counts, shift, mask):  # pragma: no cover - compiled
-    lo = np.float32(np.inf)
-    hi = np.float32(-np.inf)
-    values = flat_bits.view(np.float32)
-    for i in range(flat_bits.size):
+    # min and max are tracked on an integer that orders like the float (bits with the
+    # magnitude bits flipped for negatives): no float compares, and the update sits in a
+    # branch that is almost never taken after the first values, so it costs no
+    # loop-carried dependency (0.65 -> 0.9 G values/s on real activations).
+    ints = flat_bits.view(np.int32)
+    lo = np.int32(0x7FFFFFFF)
+    hi = np.int32(-0x7FFFFFFF - 1)
+    for i in range(ints.size):
+        b = ints[i]
         counts[(flat_bits[i] & mask) >> shift] += 1
-        v = values[i]
-        if v < lo:
-            lo = v
-        if v > hi:
-            hi = v
+        o = b ^ ((b >> np.int32(31)) & _SIGN_OFF)
+        if o > hi or o < lo:
+            if (b & _SIGN_OFF) <= _NAN_BITS:  # NaN takes no part in min and max
+                hi = max(hi, o)
+                lo = min(lo, o)
     return lo, hi
+
+
+def _to_float(ordered: int) -> float:
+    """The float32 whose ordered integer (see ``_accumulate``) is ``ordered``."""
+    b = np.int32(ordered)
+    return float(np.array(b ^ ((b >> np.int32(31)) & _SIGN_OFF), np.int32).view(np.float32))
 
 
 def _run(values: np.ndarray, counts: np.ndarray, mantissa_bits: int, mask: int) -> tuple[float, float]:
@@ -35,13 +50,16 @@ def _run(values: np.ndarray, counts: np.ndarray, mantissa_bits: int, mask: int) 
     if flat.size == 0:
         return float("inf"), float("-inf")
     lo, hi = _accumulate(flat.view(np.uint32), counts, np.uint32(23 - mantissa_bits), np.uint32(mask))
-    return float(lo), float(hi)
+    if lo > hi:  # only NaN
+        return float("inf"), float("-inf")
+    return _to_float(lo), _to_float(hi)
 
 
 def accumulate(values: np.ndarray, counts: np.ndarray, mantissa_bits: int) -> tuple[float, float]:
     """Add |values| to ``counts`` (int64, keyed on the float32 bit pattern); return (min, max).
 
-    NaN is counted in the top exponent's keys and ignored by min and max.
+    NaN is counted in the top exponent's keys and ignored by min and max; -0.0 counts
+    as below +0.0 for min and max.
     """
     return _run(values, counts, mantissa_bits, _ABS)
 
