@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .batching import Batch, BatchLoader, FeedDictLoader
-from .collection import collect_statistics
+from .collection import collect_statistics, warm_up_in_background
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
@@ -290,6 +290,7 @@ def run_calibrator(
         stats = collect_in_processes(calibrator, runner, meta, workers, max_memory)
     else:
         if not isinstance(runner, ActivationRunner):
+            warm_up_in_background()
             runner = runner()
         stats = collect_statistics(calibrator, runner, meta, max_memory=max_memory)
     if stats.meta.get("samples", 0) == 0:

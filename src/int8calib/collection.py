@@ -78,6 +78,21 @@ def _steps(batch: Batch, sizer: _StepSizer, fixed_batch: int | None) -> Iterator
         start += rows
 
 
+def warm_up_in_background() -> None:
+    """Start loading the histogram kernel in a thread, to overlap it with loading the model."""
+    import threading
+
+    def load() -> None:
+        try:
+            from .stats import kernels
+
+            kernels.warm_up()
+        except Exception:  # the first real use reports any problem
+            pass
+
+    threading.Thread(target=load, name="int8calib-warm-up", daemon=True).start()
+
+
 def collect_statistics(
     calibrator: Calibrator,
     runner: ActivationRunner,

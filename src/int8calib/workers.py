@@ -15,13 +15,14 @@ from concurrent.futures import ProcessPoolExecutor
 
 from .batching import BatchLoader, shard
 from .calibrator import Calibrator
-from .collection import collect_statistics
+from .collection import collect_statistics, warm_up_in_background
 from .errors import Int8CalibError
 from .runner import RunnerSpec
 from .stats import Statistics, merge
 
 
 def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads):
+    warm_up_in_background()
     runner = spec.build(intra_op_threads=threads)
     calibrator = Calibrator(samples, inputs, preprocess, batch_size, skip_bad_images=skip_bad)
     stats = collect_statistics(calibrator, runner, None, max_memory=max_memory, threads=threads, allow_empty=True)

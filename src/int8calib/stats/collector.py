@@ -10,7 +10,6 @@ import numpy as np
 from ..errors import Int8CalibError
 from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram, ordered_max, ordered_min
 from .derive import derive_clipped, unsigned_counts
-from .kernels import accumulate, accumulate_signed
 
 
 _TASKS = 8  # tasks per batch: enough to balance a few threads, few enough to stay cheap
@@ -73,6 +72,10 @@ class StatsCollector:
 
     def _add(self, name: str, h: TensorHistogram, value: np.ndarray, batch: int) -> None:
         before = self._nonfinite(name, h)
+        # numba loads on first use, in a histogram thread while ONNX Runtime runs the next
+        # step, instead of delaying the first run by 0.2-0.5 s.
+        from .kernels import accumulate, accumulate_signed
+
         signed = self._signed_counts.get(name)
         if signed is None:
             lo, hi = accumulate(value, h.counts, self.mantissa_bits)
