@@ -8,9 +8,10 @@ with an even class index. Every row runs in a fresh subprocess, so its peak RSS
 memory passes ``--mem-cap`` (onnxruntime's Entropy and Percentile calibrators keep
 every activation of every image) so a shared machine is never taken down.
 
-Plain and int8calib rows run ``--repeat`` times (default 3), interleaved with nothing
-else, and the fastest run counts: the speed of a shared VM drifts by +-15 % from one
-run to the next, and the fastest run is the one least disturbed.
+Plain and int8calib rows run in ``--repeat`` rounds (default 3), each round running
+every row once, side by side, and each row's fastest run counts: the speed of a shared
+VM drifts by +-15 % from one run to the next and during the benchmark, and the fastest
+run is the one least disturbed.
 
 "wall s" is measured inside the subprocess around the work (model load, data
 fingerprint, decode, inference, statistics, thresholds, outputs), after imports.
@@ -235,7 +236,7 @@ def main() -> None:
     p.add_argument("--small", type=int, default=100, help="also run entropy2 on this many images, for memory vs image count")
     p.add_argument("--workers", type=int, default=1, help="also run entropy2 with --workers N when N > 1")
     p.add_argument("--skip-ort", action="store_true", help="leave out onnxruntime.quantization")
-    p.add_argument("--repeat", type=int, default=3, help="runs of each plain and int8calib row; the fastest counts (default 3)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds of the plain and int8calib rows; each row's fastest counts (default 3)")
     p.add_argument("--mem-cap", type=float, default=8.0, help="GB of RSS at which a run is killed (default 8)")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--markdown", help="also write the table to this file")
@@ -270,37 +271,49 @@ def main() -> None:
     common = ["--model", a.model, "--preprocess", a.preprocess, "--batch-size", str(a.batch_size)]
     rows: list[tuple[str, int, dict]] = []
 
-    def measure(label: str, count: int, kind: str, images_file: str, *extra: str, repeat: int = 1) -> dict:
-        """The fastest of ``repeat`` runs (this VM's speed drifts by +-15 % between runs)."""
-        best = None
-        for _ in range(repeat):
-            result = run_row([*common, "--kind", kind, "--images", images_file, *extra], int(a.mem_cap * 2**30), a.timeout)
-            if best is None or result.get("seconds", float("inf")) < best.get("seconds", float("inf")):
-                best = result
-        rows.append((label, count, best))
-        shown = f"{best['seconds']:.1f} s" if "seconds" in best else best["error"]
-        print(f"  {label:48s} {count:4d} img  {shown:>10s}  CPU {best['cpu_s']:6.1f} s  peak RSS {best['peak_rss_gb']:.2f} GB", flush=True)
-        return best
+    def run(kind: str, images_file: str, *extra: str) -> dict:
+        return run_row([*common, "--kind", kind, "--images", images_file, *extra], int(a.mem_cap * 2**30), a.timeout)
 
-    print(f"machine: {_machine()}\nmodel: {a.model}, {n} images, batch {a.batch_size}; best of {a.repeat} runs", flush=True)
-    base = measure("(a) plain decode + preprocess + ORT FP32 inference", n, "plain", a.images, repeat=a.repeat)
-    for method in a.methods or available():
-        measure(f"(b) int8calib calibrate --method {method}", n, "int8calib", a.images, "--method", method, repeat=a.repeat)
-    measure("(b) int8calib calibrate --method entropy2 --qdq (Q/DQ model only)", n, "int8calib", a.images,
-            "--method", "entropy2", "--output", "qdq", repeat=a.repeat)
+    def report(label: str, count: int, result: dict) -> dict:
+        rows.append((label, count, result))
+        shown = f"{result['seconds']:.1f} s" if "seconds" in result else result["error"]
+        print(f"  {label:48s} {count:4d} img  {shown:>10s}  CPU {result['cpu_s']:6.1f} s  peak RSS {result['peak_rss_gb']:.2f} GB", flush=True)
+        return result
+
+    def fastest(results: list[dict]) -> dict:
+        return min(results, key=lambda r: r.get("seconds", float("inf")))
+
+    print(f"machine: {_machine()}\nmodel: {a.model}, {n} images, batch {a.batch_size}; best of {a.repeat} rounds", flush=True)
+    # The plain baseline and every int8calib row run once per round, side by side, so a
+    # drift of the machine's speed during the benchmark hits them alike; the fastest counts.
+    specs = [("(a) plain decode + preprocess + ORT FP32 inference", n, "plain", a.images)]
+    specs += [(f"(b) int8calib calibrate --method {m}", n, "int8calib", a.images, "--method", m) for m in a.methods or available()]
+    specs.append(("(b) int8calib calibrate --method entropy2 --qdq (Q/DQ model only)", n, "int8calib", a.images,
+                  "--method", "entropy2", "--output", "qdq"))
     if a.small and a.small < n:
-        measure("(b) int8calib calibrate --method entropy2", a.small, "int8calib", subset(a.small), "--method", "entropy2")
+        specs.append(("(b) int8calib calibrate --method entropy2", a.small, "int8calib", subset(a.small), "--method", "entropy2"))
     if a.workers > 1:
-        measure(f"(b) int8calib calibrate entropy2 --workers {a.workers}", n, "int8calib", a.images, "--method", "entropy2",
-                "--workers", str(a.workers))
+        specs.append((f"(b) int8calib calibrate entropy2 --workers {a.workers}", n, "int8calib", a.images,
+                      "--method", "entropy2", "--workers", str(a.workers)))
+    results: list[list[dict]] = [[] for _ in specs]
+    for _ in range(a.repeat):
+        for spec, kept in zip(specs, results):
+            kept.append(run(*spec[2:]))
+    base = None
+    for spec, kept in zip(specs, results):
+        best = report(spec[0], spec[1], fastest(kept))
+        base = base or best
     if not a.skip_ort:  # minutes per run, and 5-20x slower: one run each
-        measure("(c) onnxruntime quantize_static MinMax", n, "ort", a.images, "--method", "MinMax")
+        report("(c) onnxruntime quantize_static MinMax", n, run("ort", a.images, "--method", "MinMax"))
         # onnxruntime's Entropy/Percentile calibrators fail on a short last batch
         # ("inhomogeneous shape"): give them whole batches only.
         k = max(a.batch_size, min(a.ort_subset, n) // a.batch_size * a.batch_size)
-        small = measure(f"(a) plain inference (baseline for {k} images)", k, "plain", subset(k), repeat=a.repeat) if k < n else base
+        small = base
+        if k < n:
+            label = f"(a) plain inference (baseline for {k} images)"
+            small = report(label, k, fastest([run("plain", subset(k)) for _ in range(a.repeat)]))
         for method in ("Entropy", "Percentile"):
-            r = measure(f"(c) onnxruntime quantize_static {method}", k, "ort", subset(k), "--method", method)
+            r = report(f"(c) onnxruntime quantize_static {method}", k, run("ort", subset(k), "--method", method))
             r["baseline"] = small
     hist = run_row([*common, "--kind", "histogram", "--images", a.images], int(a.mem_cap * 2**30), a.timeout)
 

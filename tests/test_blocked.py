@@ -52,6 +52,43 @@ def _mbconv_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def _yolo_like_model() -> onnx.ModelProto:
+    """LeakyRelu (sandwiched between reorders like Clip), MaxPool, Concat, Resize and Sigmoid:
+    ops whose blocked forms the runner does not read directly must still give the same statistics."""
+    rng = np.random.default_rng(4)
+    inits, nodes = [], []
+
+    def conv(x, out, cin, cout, k=3):
+        w = (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"{out}.w"))
+        nodes.append(helper.make_node("Conv", [x, f"{out}.w"], [out], pads=[k // 2] * 4))
+        return out
+
+    nodes.append(helper.make_node("LeakyRelu", [conv("input", "c1", 3, 32)], ["a1"], alpha=0.1))
+    nodes.append(helper.make_node("MaxPool", ["a1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]))
+    nodes.append(helper.make_node("LeakyRelu", [conv("p1", "c2", 32, 32)], ["a2"], alpha=0.1))
+    nodes.append(helper.make_node("Concat", ["p1", "a2"], ["cat"], axis=1))
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    nodes.append(helper.make_node("Resize", ["cat", "", "scales"], ["up"], mode="nearest"))
+    nodes.append(helper.make_node("Sigmoid", [conv("up", "c3", 64, 16, k=1)], ["out"]))
+    graph = helper.make_graph(
+        nodes, "yolo_like", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.skipif(not X86, reason="ONNX Runtime's blocked layout (NCHWc) is x86-only")
+def test_other_blocked_ops_give_the_same_statistics(tmp_path, data):
+    path = tmp_path / "yolo_like.onnx"
+    onnx.save(_yolo_like_model(), str(path))
+    blocked_runner, blocked = _statistics(path, data, any_layout=True)
+    _, nchw = _statistics(path, data, any_layout=False)
+    assert {"c1", "c2"} <= set(blocked_runner.blocked)  # conv outputs before their LeakyRelu
+    _assert_same(blocked, nchw)
+    assert len(blocked.tensors) == 10  # input, c1, a1, p1, c2, a2, cat, up, c3, out
+
+
 @pytest.fixture
 def model(tmp_path):
     path = tmp_path / "mbconv.onnx"

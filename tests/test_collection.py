@@ -199,3 +199,22 @@ def test_parse_size():
     for bad in ("-1G", "lots", "0"):
         with pytest.raises(Int8CalibError):
             parse_size(bad)
+
+
+def test_steps_split_a_batch_evenly_under_the_memory_cap():
+    from int8calib.batching import Batch
+    from int8calib.collection import _steps, _StepSizer
+
+    def sizes(n, rows, measured=True):
+        sizer = _StepSizer(1 << 30)
+        sizer.rows = rows if measured else None
+        batch = Batch({"x": np.arange(n, dtype=np.float32)[:, None]}, n, [])
+        steps = list(_steps(batch, sizer, None))
+        assert np.concatenate([f["x"][:, 0] for f, _ in steps]).tolist() == list(range(n))  # every row once, in order
+        assert all(f["x"].shape[0] == k for f, k in steps)
+        return [k for _, k in steps]
+
+    assert sizes(32, 12) == [11, 11, 10]  # not 12, 12, 8: equal allocations keep peak memory flat
+    assert sizes(20, 12) == [10, 10]
+    assert sizes(12, 12) == [12] and sizes(5, 1) == [1] * 5 and sizes(7, 100) == [7]
+    assert sizes(3, 12, measured=False) == [1, 1, 1]  # before the first measurement, one sample per run
