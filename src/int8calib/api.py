@@ -138,7 +138,7 @@ def calibrate(
         base = calibrator.provenance()
         meta = _statistics_meta(model, calibrator, base)
         if method == ALL:
-            result = CalibrationResult({}, method, "", _collect(calibrator, runner, meta, max_memory, workers))
+            result = CalibrationResult({}, method, "", _collect(calibrator, runner, meta, max_memory, workers, names))
             result.samples = int(result.statistics.meta.get("samples", 0))
         else:
             result = run_calibrator(calibrator, runner, trt_version, meta, max_memory=max_memory, workers=workers)
@@ -266,13 +266,16 @@ def _runner_spec(model, providers, tensors, workers: int) -> "RunnerSpec | Calla
     )
 
 
-def _collect(calibrator, runner, meta: dict, max_memory, workers: int) -> Statistics:
+def _collect(calibrator, runner, meta: dict, max_memory, workers: int, methods: Sequence[str] = ()) -> Statistics:
+    """Statistics for ``methods`` (whose compiled parts load meanwhile), in ``workers`` processes."""
+    from .collection import collect_statistics, warm_up_in_background
+
     if workers > 1:
         from .workers import collect_in_processes
 
+        warm_up_in_background(methods)
         return collect_in_processes(calibrator, runner, meta, workers, max_memory)
-    from .collection import collect_statistics
-
+    warm_up_in_background(methods)
     return collect_statistics(calibrator, runner(), meta, max_memory=max_memory)
 
 

@@ -284,13 +284,13 @@ def run_calibrator(
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
         return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
+    warm_up_in_background([calibrator.method])  # numba's loading overlaps the model's
     if workers > 1:
         from .workers import collect_in_processes
 
         stats = collect_in_processes(calibrator, runner, meta, workers, max_memory)
     else:
         if not isinstance(runner, ActivationRunner):
-            warm_up_in_background()
             runner = runner()
         stats = collect_statistics(calibrator, runner, meta, max_memory=max_memory)
     if stats.meta.get("samples", 0) == 0:

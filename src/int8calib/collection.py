@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -82,15 +82,21 @@ def _steps(batch: Batch, sizer: _StepSizer, fixed_batch: int | None) -> Iterator
         start += rows
 
 
-def warm_up_in_background() -> None:
-    """Start loading the histogram kernel in a thread, to overlap it with loading the model."""
+def warm_up_in_background(methods: Sequence[str] = ()) -> None:
+    """Start loading the histogram kernel, then what ``methods`` compile (mse's numba loop),
+    in a thread: it overlaps loading the model and collecting instead of delaying them."""
     import threading
 
     def load() -> None:
         try:
+            from .methods import get
             from .stats import kernels
 
             kernels.warm_up()
+            for name in methods:
+                prepare = get(name).prepare
+                if prepare is not None:
+                    prepare()
         except Exception:  # the first real use reports any problem
             pass
 

@@ -95,7 +95,7 @@ def exact_error(hist: TensorHistogram, thresholds: np.ndarray) -> np.ndarray:
     return _kernel()(lo, hi, c, *prefix, np.ascontiguousarray(thresholds, dtype=np.float64))
 
 
-@register("mse", algorithm="EntropyCalibration2")
+@register("mse", algorithm="EntropyCalibration2", prepare=_kernel)
 def mse(hist: TensorHistogram) -> float:
     """The amax with the smallest expected squared quantization error (clipping + rounding)."""
     if hist.amax <= 0:

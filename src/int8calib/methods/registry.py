@@ -18,16 +18,18 @@ class Method:
     algorithm: str  # the TensorRT cache header's algorithm name
     params: dict = field(default_factory=dict)  # parameter name -> default
     doc: str = ""
+    prepare: Callable[[], object] | None = None  # loads what fn compiles (collection calls it early, in a thread)
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, algorithm: str, **params):
+def register(name: str, algorithm: str, prepare: Callable[[], object] | None = None, **params):
     """Decorator: add ``fn(hist, **params) -> amax`` to the table under ``name``."""
 
     def wrap(fn):
-        METHODS[name] = Method(name, fn, algorithm, dict(params), (fn.__doc__ or "").strip().splitlines()[0])
+        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        METHODS[name] = Method(name, fn, algorithm, dict(params), doc, prepare)
         return fn
 
     return wrap
