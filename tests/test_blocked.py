@@ -171,3 +171,30 @@ def test_only_any_layout_runners_change_the_order(model):
     np.testing.assert_allclose(nchw, reference, rtol=1e-5, atol=1e-5)
     assert blocked.shape == nchw.shape and not np.array_equal(blocked, nchw)
     np.testing.assert_array_equal(np.sort(blocked, axis=None), np.sort(nchw, axis=None))
+
+
+@pytest.mark.skipif(not X86, reason="ONNX Runtime's blocked layout (NCHWc) is x86-only")
+def test_a_failing_blocked_session_falls_back_to_nchw(model, data, monkeypatch):
+    import int8calib.runner.onnxrt as onnxrt
+
+    _, nchw = _statistics(model, data, any_layout=False)
+
+    class Failing:  # a blocked-layout session that ONNX Runtime cannot run
+        def run(self, *args):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : broken")
+
+    def tamper(runner):
+        assert runner.blocked
+        runner.session = Failing()
+
+    runner, fallen = _statistics(model, data, any_layout=True, tamper=tamper)
+    assert runner.blocked == {}
+    _assert_same(fallen, nchw)
+
+    def broken(*args):
+        raise RuntimeError("cannot optimize")
+
+    monkeypatch.setattr(onnxrt, "blocked_model", broken)  # the optimisation itself fails: never used
+    runner, plain = _statistics(model, data, any_layout=True)
+    assert runner.blocked == {}
+    _assert_same(plain, nchw)

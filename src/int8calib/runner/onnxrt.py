@@ -94,14 +94,7 @@ class ActivationRunner:
         self._exposed_bytes = _expose(proto, self.exposed).SerializeToString()
         # {exposed name: (output name, channels)} for tensors read in the blocked layout
         self.blocked: dict[str, tuple[str, int]] = {}
-        blocked = None
-        if any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto):
-            blocked = self._load(lambda: blocked_model(self._exposed_bytes, self.exposed))
-        if blocked is not None:
-            self.blocked = blocked[1]
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimized already
-            self._start(blocked[0].SerializeToString())
-        else:
+        if not (any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto) and self._start_blocked()):
             self._start(self._exposed_bytes)
         logger.debug(
             "runner: %d tensors exposed (%d in the blocked layout), %d derived from them, providers %s",
@@ -122,11 +115,31 @@ class ActivationRunner:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._checked = not self.blocked
 
-    def _fall_back(self) -> None:
-        """Expose every tensor in NCHW again (a blocked output did not have the expected shape)."""
+    def _start_blocked(self) -> bool:
+        """A session reading tensors in the blocked layout; False (nothing changed) where
+        ONNX Runtime uses none, or anything about it fails: the NCHW session follows."""
         import onnxruntime as ort
 
-        logger.debug("runner: blocked-layout outputs not as expected; exposing in NCHW")
+        try:
+            blocked = blocked_model(self._exposed_bytes, self.exposed)
+            if blocked is None:
+                return False
+            self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimized already
+            self.session = ort.InferenceSession(blocked[0].SerializeToString(), self._options, providers=self.providers)
+        except Exception as exc:  # an optimisation only: the plain session reports real problems
+            logger.debug("runner: blocked layout not used (%s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            return False
+        self.blocked = blocked[1]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._checked = False
+        return True
+
+    def _fall_back(self, why: str) -> None:
+        """Expose every tensor in NCHW again."""
+        import onnxruntime as ort
+
+        logger.debug("runner: %s; exposing tensors in NCHW", why)
         self.blocked = {}
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._start(self._exposed_bytes)
@@ -136,12 +149,15 @@ class ActivationRunner:
         try:
             outputs = self.session.run(self.output_names, dict(feeds))
         except Exception as exc:
+            if not self._checked:  # the first run of the blocked-layout session
+                self._fall_back(f"the blocked-layout session failed ({str(exc).splitlines()[0]})")
+                return self.run(feeds)
             raise Int8CalibError(f"ONNX Runtime failed on a batch: {str(exc).splitlines()[0]}") from None
         by_name = dict(zip(self.output_names, outputs))
         for name, (output, channels) in self.blocked.items():
             by_name[name] = value = by_name.pop(output)
             if not self._checked and (value.ndim < 2 or value.shape[1] != channels):
-                self._fall_back()
+                self._fall_back(f"blocked output of '{name}' has shape {value.shape}, expected {channels} channels")
                 return self.run(feeds)
         self._checked = True
         # Graph order, float tensors only (a tensor shape inference could not type may be int).
