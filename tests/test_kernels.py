@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from int8calib.stats.kernels import accumulate
+from int8calib.stats.kernels import accumulate, accumulate_checked
 
 
 def reference(values: np.ndarray, mantissa_bits: int) -> tuple[np.ndarray, float, float]:
@@ -53,6 +53,9 @@ def test_kernel_matches_independent_binning(values, mantissa_bits):
     want, want_lo, want_hi = reference(values, mantissa_bits)
     np.testing.assert_array_equal(counts, want)
     assert (lo, hi) == (want_lo, want_hi)
+    for signed in (False, True):  # the finiteness flag collection raises on
+        again = np.zeros((512 if signed else 256) << mantissa_bits, np.int64)
+        assert accumulate_checked(values, again, mantissa_bits, signed)[2] == bool(np.isfinite(values).all())
 
 
 def test_negative_zero_and_denormals_by_hand():

@@ -94,7 +94,10 @@ class ActivationRunner:
         self._exposed_bytes = _expose(proto, self.exposed).SerializeToString()
         # {exposed name: (output name, channels)} for tensors read in the blocked layout
         self.blocked: dict[str, tuple[str, int]] = {}
-        if not (any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto) and self._start_blocked()):
+        # Only convolutions run blocked: other models skip the extra optimisation pass.
+        blockable = any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto)
+        blockable = blockable and any(n.op_type == "Conv" and n.domain in ("", "ai.onnx") for n in proto.graph.node)
+        if not (blockable and self._start_blocked()):
             self._start(self._exposed_bytes)
         logger.debug(
             "runner: %d tensors exposed (%d in the blocked layout), %d derived from them, providers %s",

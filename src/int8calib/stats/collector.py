@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import Executor, Future
 from typing import Collection, Mapping, Sequence
 
@@ -10,6 +11,15 @@ import numpy as np
 from ..errors import Int8CalibError
 from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram, ordered_max, ordered_min
 from .derive import derive_clipped, unsigned_counts
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels():
+    """stats.kernels, imported on first use: numba loads in a histogram thread while ONNX
+    Runtime runs the next step, instead of delaying the first run by 0.2-0.5 s."""
+    from . import kernels
+
+    return kernels
 
 
 _TASKS = 8  # tasks per batch: enough to balance a few threads, few enough to stay cheap
@@ -63,31 +73,17 @@ class StatsCollector:
                 self._signed_counts[name] = np.zeros(512 << self.mantissa_bits, np.int64)
         return h
 
-    def _nonfinite(self, name: str, h: TensorHistogram) -> int:
-        signed = self._signed_counts.get(name)
-        if signed is None:
-            return h.nonfinite
-        n, top = 256 << self.mantissa_bits, 255 << self.mantissa_bits
-        return int(signed[top:n].sum() + signed[n + top :].sum())
-
     def _add(self, name: str, h: TensorHistogram, value: np.ndarray, batch: int) -> None:
-        before = self._nonfinite(name, h)
-        # numba loads on first use, in a histogram thread while ONNX Runtime runs the next
-        # step, instead of delaying the first run by 0.2-0.5 s.
-        from .kernels import accumulate, accumulate_signed
-
         signed = self._signed_counts.get(name)
-        if signed is None:
-            lo, hi = accumulate(value, h.counts, self.mantissa_bits)
-        else:
-            lo, hi = accumulate_signed(value, signed, self.mantissa_bits)
-        h.min, h.max = ordered_min(h.min, lo), ordered_max(h.max, hi)
-        after = self._nonfinite(name, h)
-        if after != before:
+        counts = h.counts if signed is None else signed
+        lo, hi, finite = _kernels().accumulate_checked(value, counts, self.mantissa_bits, signed is not None)
+        if not finite:
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
             raise Int8CalibError(
-                f"tensor '{name}': {after - before} NaN/Inf value(s) in calibration batch {batch} "
+                f"tensor '{name}': {bad} NaN/Inf value(s) in calibration batch {batch} "
                 "(check the input data and preprocessing)"
             )
+        h.min, h.max = ordered_min(h.min, lo), ordered_max(h.max, hi)
 
     def collect(self, activations: Mapping[str, np.ndarray], samples: int = 0) -> None:
         """Add one batch of activations; NaN or Inf in a tensor is an error naming it."""

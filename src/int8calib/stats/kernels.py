@@ -9,6 +9,7 @@ mask-shift-bincount (docs/performance.md).
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 from numba import njit
@@ -17,7 +18,7 @@ _ABS = 0x7FFFFFFF  # key on |x|: the sign bit masked off
 _SIGNED = 0xFFFFFFFF  # key on x: the sign bit stays, one increment and no branch either way
 
 
-_SIGN_OFF = np.int32(0x7FFFFFFF)
+_INT32, _FLOAT32 = struct.Struct("<i"), struct.Struct("<f")
 
 
 @njit(nogil=True, cache=True)
@@ -42,20 +43,30 @@ def _accumulate(flat_bits, counts, shift, mask):  # pragma: no cover - compiled
 
 def _to_float(ordered: int) -> float:
     """The float32 whose ordered integer (see ``_accumulate``) is ``ordered``."""
-    b = np.int32(ordered)
-    return float(np.array(b ^ ((b >> np.int32(31)) & _SIGN_OFF), np.int32).view(np.float32))
+    b = int(ordered)
+    return _FLOAT32.unpack(_INT32.pack(b ^ ((b >> 31) & 0x7FFFFFFF)))[0]
 
 
-def _run(values: np.ndarray, counts: np.ndarray, mantissa_bits: int, mask: int) -> tuple[float, float]:
+_ORDERED_NEG_INF = -0x7F800001  # the ordered integer of -inf; +inf's is 0x7F800000
+
+
+def _run(values: np.ndarray, counts: np.ndarray, mantissa_bits: int, mask: int) -> tuple[float, float, bool]:
+    """(min, max, whether every value was finite)."""
     flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
     if flat.size == 0:
-        return float("inf"), float("-inf")
+        return float("inf"), float("-inf"), True
     lo, hi = _accumulate(flat.view(np.uint32), counts, np.uint32(23 - mantissa_bits), np.uint32(mask))
+    finite = _ORDERED_NEG_INF < lo and hi < 0x7F800000  # inf and NaN order beyond every finite value
     lo, hi = _to_float(lo), _to_float(hi)
-    if math.isnan(lo) or math.isnan(hi):  # NaN orders beyond +-inf; min and max ignore it
+    if math.isnan(lo) or math.isnan(hi):  # min and max ignore NaN
         real = flat[~np.isnan(flat)]
-        return (float(real.min()), float(real.max())) if real.size else (float("inf"), float("-inf"))
-    return lo, hi
+        lo, hi = (float(real.min()), float(real.max())) if real.size else (float("inf"), float("-inf"))
+    return lo, hi, finite
+
+
+def accumulate_checked(values: np.ndarray, counts: np.ndarray, mantissa_bits: int, signed: bool) -> tuple[float, float, bool]:
+    """:func:`accumulate` (``signed``: :func:`accumulate_signed`) plus whether every value was finite."""
+    return _run(values, counts, mantissa_bits, _SIGNED if signed else _ABS)
 
 
 def accumulate(values: np.ndarray, counts: np.ndarray, mantissa_bits: int) -> tuple[float, float]:
@@ -64,7 +75,7 @@ def accumulate(values: np.ndarray, counts: np.ndarray, mantissa_bits: int) -> tu
     NaN is counted in the top exponent's keys and ignored by min and max; -0.0 counts
     as below +0.0 for min and max.
     """
-    return _run(values, counts, mantissa_bits, _ABS)
+    return _run(values, counts, mantissa_bits, _ABS)[:2]
 
 
 def accumulate_signed(values: np.ndarray, signed_counts: np.ndarray, mantissa_bits: int) -> tuple[float, float]:
@@ -73,7 +84,7 @@ def accumulate_signed(values: np.ndarray, signed_counts: np.ndarray, mantissa_bi
     each by the |x| key. Adding the halves gives :func:`accumulate`'s counts; the first
     half past key 0 counts the strictly positive values (what a Relu or Clip(0, hi) keeps).
     """
-    return _run(values, signed_counts, mantissa_bits, _SIGNED)
+    return _run(values, signed_counts, mantissa_bits, _SIGNED)[:2]
 
 
 def warm_up() -> None:
