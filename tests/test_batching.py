@@ -60,3 +60,35 @@ def test_images_need_a_preprocessing_spec_and_a_single_input(tmp_path):
         BatchLoader(resolve(tmp_path), [info])
     with pytest.raises(Int8CalibError, match="2 inputs"):
         BatchLoader(resolve(tmp_path), [info, InputInfo("b", ("N", 1), np.dtype("float32"))], PRE)
+
+
+def test_prefetch_starts_producing_before_the_first_next_and_stops_when_dropped():
+    import gc
+    import threading
+    import time
+
+    from int8calib.batching import prefetch
+
+    started = threading.Event()
+
+    def items():
+        started.set()
+        yield from range(100)
+
+    it = prefetch(items(), depth=1)
+    assert started.wait(5)  # producing already, nobody asked yet
+    assert next(it) == 0
+    del it
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(t.name == "int8calib-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "int8calib-prefetch" for t in threading.enumerate())
+
+    unstarted = prefetch(iter(range(100)), depth=1)  # dropped before its first next
+    del unstarted
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(t.name == "int8calib-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "int8calib-prefetch" for t in threading.enumerate())

@@ -110,10 +110,14 @@ class Calibrator:
         """The TensorRT algorithm name written in the cache header."""
         return get_method(self.method).algorithm
 
-    def get_batch(self, names: Sequence[str]) -> list[np.ndarray] | None:
-        """The next batch as arrays in the order of ``names``; None when the data is exhausted."""
+    def start_loading(self) -> None:
+        """Start decoding the first batches in the background (``get_batch`` does it otherwise)."""
         if self._batches is None:
             self._batches = iter(self.loader)
+
+    def get_batch(self, names: Sequence[str]) -> list[np.ndarray] | None:
+        """The next batch as arrays in the order of ``names``; None when the data is exhausted."""
+        self.start_loading()
         self.batch = next(self._batches, None)
         if self.batch is None:
             return None
@@ -291,6 +295,7 @@ def run_calibrator(
         stats = collect_in_processes(calibrator, runner, meta, workers, max_memory)
     else:
         if not isinstance(runner, ActivationRunner):
+            calibrator.start_loading()  # the first batch decodes while the session is built
             runner = runner()
         stats = collect_statistics(calibrator, runner, meta, max_memory=max_memory)
     if stats.meta.get("samples", 0) == 0:

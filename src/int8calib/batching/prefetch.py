@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -23,13 +24,14 @@ class _Failure:
 def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """Iterate over ``items`` with up to ``depth`` of them produced ahead in a thread.
 
-    ``depth <= 0`` iterates in the caller's thread. An exception in the producer is
-    re-raised in the consumer at the point it happened; closing the iterator early
-    stops the producer.
+    The thread starts at once, before the first ``next``: the first items are being
+    produced while the caller still prepares (collection builds its ONNX Runtime
+    session meanwhile). ``depth <= 0`` iterates in the caller's thread. An exception in
+    the producer is re-raised in the consumer at the point it happened; closing the
+    iterator early, or dropping it, stops the producer.
     """
     if depth <= 0:
-        yield from items
-        return
+        return iter(items)
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -54,6 +56,12 @@ def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
 
     thread = threading.Thread(target=produce, name="int8calib-prefetch", daemon=True)
     thread.start()
+    consumer = _consume(buffer, stop, thread)
+    weakref.finalize(consumer, stop.set)  # an iterator dropped unstarted never runs its finally
+    return consumer
+
+
+def _consume(buffer: queue.Queue, stop: threading.Event, thread: threading.Thread) -> Iterator:
     try:
         while True:
             item = buffer.get()
