@@ -128,8 +128,8 @@ def model_inputs(model: onnx.ModelProto) -> list[InputInfo]:
     return infos
 
 
-def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor that shape inference can type."""
+def infer_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor that shape inference can type (``types`` for the functions below)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # inference is best-effort; untyped tensors are checked at run time
@@ -144,14 +144,14 @@ def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def calibratable_tensors(model: onnx.ModelProto) -> list[str]:
+def calibratable_tensors(model: onnx.ModelProto, types: dict[str, int] | None = None) -> list[str]:
     """Float activation tensors in graph order: the graph inputs and every node output
     that depends on a graph input (constant sub-graphs and shape arithmetic excluded).
 
     These are the tensors TensorRT's calibration cache holds a scale for.
     """
     graph = model.graph
-    types = _infer_types(model)
+    types = infer_types(model) if types is None else types
     fed = {i.name for i in model_inputs(model)}
     dynamic = set(fed)  # tensors that depend on a graph input
     names: list[str] = [n for n in fed if types.get(n, TensorProto.FLOAT) in FLOAT_TYPES]
@@ -211,7 +211,8 @@ def _scalar_constants(model: onnx.ModelProto, names: set[str]) -> dict[str, np.n
 
 
 def derivable_tensors(
-    model: onnx.ModelProto, collected: Sequence[str], mantissa_bits: int = DEFAULT_MANTISSA_BITS
+    model: onnx.ModelProto, collected: Sequence[str], mantissa_bits: int = DEFAULT_MANTISSA_BITS,
+    types: dict[str, int] | None = None,
 ) -> dict[str, tuple[str, float]]:
     """``{output: (input, hi)}`` for the tensors in ``collected`` whose histogram follows
     exactly from their input's (stats/derive.py): outputs of Relu (hi = inf) and of
@@ -222,7 +223,7 @@ def derivable_tensors(
 
     wanted = set(collected)
     graph = model.graph
-    types = _infer_types(model)
+    types = infer_types(model) if types is None else types
     opset = _opset(model)
     clips = [n for n in graph.node if n.op_type == "Clip" and n.domain in ("", "ai.onnx")]
     constants = _scalar_constants(model, {i for n in clips for i in n.input[1:] if i}) if opset >= 11 else {}

@@ -12,7 +12,7 @@ import onnx
 from ..errors import Int8CalibError
 from ..util.log import logger
 from .blocked import blocked_model
-from .model import calibratable_tensors, derivable_tensors, load_model, model_inputs, uses_external_data
+from .model import calibratable_tensors, derivable_tensors, infer_types, load_model, model_inputs, uses_external_data
 
 
 def _expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
@@ -59,14 +59,15 @@ class ActivationRunner:
         # a model above protobuf's 2 GB limit loads, and ORT maps the weights itself.
         proto = load_model(model, load_external_data=False) if self.model_path is not None else model
         self.inputs = model_inputs(proto)
-        self.tensors = list(tensors) if tensors is not None else calibratable_tensors(proto)
+        types = infer_types(proto) if tensors is None or derive else None  # shape inference, once
+        self.tensors = list(tensors) if tensors is not None else calibratable_tensors(proto, types)
         if tensors is not None:
             known = {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
             unknown = [t for t in self.tensors if t not in known]
             if unknown:
                 raise Int8CalibError(f"{self.model_path or 'model'}: no tensor(s) {unknown[:5]} in the graph")
         self.derive = derive
-        self.derived = derivable_tensors(proto, self.tensors) if derive else {}
+        self.derived = derivable_tensors(proto, self.tensors, types=types) if derive else {}
         self.exposed = [t for t in self.tensors if t not in self.derived]
         available = ort.get_available_providers()
         providers = list(providers or ["CPUExecutionProvider"])
