@@ -270,12 +270,11 @@ def _collect(calibrator, runner, meta: dict, max_memory, workers: int, methods: 
     """Statistics for ``methods`` (whose compiled parts load meanwhile), in ``workers`` processes."""
     from .collection import collect_statistics, warm_up_in_background
 
+    warm_up_in_background(methods, histograms=workers == 1)
     if workers > 1:
         from .workers import collect_in_processes
 
-        warm_up_in_background(methods)
         return collect_in_processes(calibrator, runner, meta, workers, max_memory)
-    warm_up_in_background(methods)
     return collect_statistics(calibrator, runner(), meta, max_memory=max_memory)
 
 

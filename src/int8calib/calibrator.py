@@ -288,7 +288,7 @@ def run_calibrator(
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
         return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
-    warm_up_in_background([calibrator.method])  # numba's loading overlaps the model's
+    warm_up_in_background([calibrator.method], histograms=workers == 1)  # numba loads meanwhile
     if workers > 1:
         from .workers import collect_in_processes
 

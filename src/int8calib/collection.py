@@ -82,17 +82,20 @@ def _steps(batch: Batch, sizer: _StepSizer, fixed_batch: int | None) -> Iterator
         start += rows
 
 
-def warm_up_in_background(methods: Sequence[str] = ()) -> None:
-    """Start loading the histogram kernel, then what ``methods`` compile (mse's numba loop),
-    in a thread: it overlaps loading the model and collecting instead of delaying them."""
+def warm_up_in_background(methods: Sequence[str] = (), histograms: bool = True) -> None:
+    """Start loading the histogram kernel (unless ``histograms`` is False: worker processes
+    histogram, their parent does not), then what ``methods`` compile (mse's numba loop), in
+    a thread: it overlaps loading the model and collecting instead of delaying them."""
     import threading
 
     def load() -> None:
         try:
             from .methods import get
-            from .stats import kernels
 
-            kernels.warm_up()
+            if histograms:
+                from .stats import kernels
+
+                kernels.warm_up()
             for name in methods:
                 prepare = get(name).prepare
                 if prepare is not None:

@@ -49,7 +49,6 @@ class _Graph:
     """Producer / consumer lookups over an optimized graph, rebuilt after each edit."""
 
     def __init__(self, graph: onnx.GraphProto):
-        self.graph = graph
         self.outputs = {o.name for o in graph.output}
         self.initializers = {i.name: i for i in graph.initializer}
         self.producer = {o: n for n in graph.node for o in n.output}
@@ -83,8 +82,8 @@ class _Graph:
         return None
 
 
-def _run_elementwise_blocked(graph: onnx.GraphProto) -> int:
-    """``ReorderOutput -> op -> ReorderInput`` becomes ``op`` on the blocked tensor; returns how many.
+def _run_elementwise_blocked(graph: onnx.GraphProto) -> None:
+    """``ReorderOutput -> op -> ReorderInput`` becomes ``op`` on the blocked tensor.
 
     Where the op's NCHW output has other users too (a graph output, an NCHW op), a
     ``ReorderOutput`` of the blocked result still provides it: no worse than before.
@@ -93,7 +92,6 @@ def _run_elementwise_blocked(graph: onnx.GraphProto) -> int:
     replace: dict[str, str] = {}  # ReorderInput output -> the op's new blocked output
     dropped: set[int] = set()
     nodes: list[onnx.NodeProto] = []
-    count = 0
     for node in graph.node:
         nodes.append(node)
         if node.domain != "" or node.op_type not in _ELEMENTWISE or len(node.output) != 1:
@@ -117,7 +115,6 @@ def _run_elementwise_blocked(graph: onnx.GraphProto) -> int:
             nodes.append(onnx.helper.make_node(
                 "ReorderOutput", [node.output[0]], [out], domain=_NCHWC, channels=_channels(source), channels_last=0,
             ))
-        count += 1
     kept = [n for n in nodes if id(n) not in dropped]
     for n in kept:
         for k, name in enumerate(n.input):
@@ -125,7 +122,6 @@ def _run_elementwise_blocked(graph: onnx.GraphProto) -> int:
                 n.input[k] = replace[name]
     del graph.node[:]
     graph.node.extend(kept)
-    return count
 
 
 def _expose_blocked(graph: onnx.GraphProto, exposed: Sequence[str]) -> dict[str, tuple[str, int]]:

@@ -105,17 +105,14 @@ class ActivationRunner:
             len(self.exposed), len(self.blocked), len(self.derived), providers,
         )
 
-    def _load(self, build):
-        try:
-            return build()
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            where = self.model_path or "model"
-            raise Int8CalibError(f"{where}: ONNX Runtime cannot load the model ({str(exc).splitlines()[0]})") from None
-
     def _start(self, model_bytes: bytes) -> None:
         import onnxruntime as ort
 
-        self.session = self._load(lambda: ort.InferenceSession(model_bytes, self._options, providers=self.providers))
+        try:
+            self.session = ort.InferenceSession(model_bytes, self._options, providers=self.providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            where = self.model_path or "model"
+            raise Int8CalibError(f"{where}: ONNX Runtime cannot load the model ({str(exc).splitlines()[0]})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._checked = not self.blocked
 

@@ -52,11 +52,6 @@ class TensorHistogram:
         return int(self.counts.sum())
 
     @property
-    def nonfinite(self) -> int:
-        """How many values were inf or NaN."""
-        return int(self.counts[255 << self.mantissa_bits :].sum())
-
-    @property
     def amax(self) -> float:
         """The observed max |x| (0.0 for an empty or all-zero tensor)."""
         if self.min > self.max:
