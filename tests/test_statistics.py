@@ -123,3 +123,29 @@ def test_unreadable_statistics_file_is_a_one_line_error(tmp_path, content):
         load(path)
     with pytest.raises(StatisticsFormatError, match="not found"):
         load(tmp_path / "missing.npz")
+
+
+def test_submitted_tasks_no_thread_started_run_in_the_waiting_thread(rng):
+    """The model's thread histograms queued tasks itself instead of idling: same result,
+    and an error in such a task still names the tensor and batch."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from int8calib.errors import Int8CalibError
+
+    batch = {f"t{i}": rng.normal(size=100 * (i + 1)).astype(np.float32) for i in range(12)}
+    release = threading.Event()
+    threading.Timer(20, release.set).start()  # a waiting wait() fails the assert below instead of hanging
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(release.wait)  # the only thread is busy: every task stays queued
+        collector = StatsCollector()
+        collector.submit(batch, pool, samples=1)
+        collector.wait()
+        assert not release.is_set(), "wait() waited for the pool instead of running its tasks"
+        assert_same(collector.result(), stats_of(batch))
+
+        bad = dict(batch, t3=np.array([1.0, np.nan], np.float32))
+        collector.submit(bad, pool, samples=1)
+        with pytest.raises(Int8CalibError, match=r"tensor 't3'.*batch 1"):
+            collector.wait()
+        release.set()

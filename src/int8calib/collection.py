@@ -19,7 +19,7 @@ from .errors import Int8CalibError
 from .runner import ActivationRunner
 from .stats import Statistics, StatsCollector
 from .util.log import logger, progress_bar
-from .util.memory import limit_malloc_arenas
+from .util.memory import DEFAULT_MAX_MEMORY, limit_malloc_arenas
 
 if TYPE_CHECKING:
     from .calibrator import Calibrator
@@ -31,7 +31,6 @@ def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str,
     return {k: (v[:n] if v.ndim and v.shape[0] == padded else v) for k, v in activations.items()}
 
 
-DEFAULT_MAX_MEMORY = 1 << 30  # activation bytes one step may hold; see docs/performance.md
 # While one step runs, memory holds its outputs in ORT's arena, the arrays handed to
 # Python, and the previous step's activations still being histogrammed: budget three
 # times one run's outputs (measured peak is lower, see docs/performance.md).
@@ -117,7 +116,7 @@ def collect_statistics(
     """Pull every batch from ``calibrator``, run it, and histogram the activations.
 
     Each batch runs in steps of as many samples as ``max_memory`` (bytes of live
-    activations, default 1 GiB) allows, so peak memory does not grow with the batch
+    activations, default ``util.memory.DEFAULT_MAX_MEMORY``) allows, so peak memory does not grow with the batch
     size or the number of samples. Histogramming of one step runs on ``threads``
     threads (default: one per core) while ONNX Runtime computes the next step, and
     the next batch is decoded in the background meanwhile.

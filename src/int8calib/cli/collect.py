@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ..util.memory import DEFAULT_MAX_MEMORY
+
 
 def add_collection_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``calibrate`` and ``collect``: memory, processes, tensors."""
     group = parser.add_argument_group("performance")
     group.add_argument(
         "--max-memory", metavar="SIZE",
-        help="activation memory one ONNX Runtime run may hold, e.g. 1.5G (default 1G); larger batches "
+        help=f"activation memory one ONNX Runtime run may hold, e.g. 1.5G (default {DEFAULT_MAX_MEMORY >> 20}M); larger batches "
         "run in sub-batches, with identical results",
     )
     group.add_argument("--workers", type=int, default=1, help="collect in N processes over disjoint parts of the data (identical results)")

@@ -103,10 +103,10 @@ class StatsCollector:
         batch = self.batches
         hists = {name: self._histogram(name) for name in activations}  # created in the caller's order
         groups = _balanced_groups(activations, _TASKS)
-        self._pending = [
-            executor.submit(self._add_group, [(name, hists[name], activations[name]) for name in group], batch)
-            for group in groups
-        ]
+        self._pending = []
+        for group in groups:
+            task = [(name, hists[name], activations[name]) for name in group]
+            self._pending.append((executor.submit(self._add_group, task, batch), task, batch))
         self.batches += 1
         self.samples += samples
 
@@ -115,9 +115,20 @@ class StatsCollector:
             self._add(name, h, value, batch)
 
     def wait(self) -> None:
-        """Block until every submitted batch is histogrammed; re-raise the first error."""
+        """Block until every submitted batch is histogrammed; re-raise the first error.
+
+        Tasks no thread has started yet run in the calling thread instead of waiting
+        for one: the caller (the thread that runs the model) would otherwise sit idle.
+        """
         pending, self._pending = self._pending, []
-        errors = [f.exception() for f in pending]
+        errors = []
+        for future, task, batch in reversed(pending):  # the smallest groups were queued last
+            if future.cancel():
+                try:
+                    self._add_group(task, batch)
+                except Exception as exc:  # re-raised below, in submission order like the others
+                    errors.append(exc)
+        errors += [f.exception() for f, _, _ in pending if not f.cancelled()]
         for exc in errors:
             if exc is not None:
                 raise exc
