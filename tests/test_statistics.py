@@ -135,7 +135,9 @@ def test_submitted_tasks_no_thread_started_run_in_the_waiting_thread(rng):
 
     batch = {f"t{i}": rng.normal(size=100 * (i + 1)).astype(np.float32) for i in range(12)}
     release = threading.Event()
-    threading.Timer(20, release.set).start()  # a waiting wait() fails the assert below instead of hanging
+    timer = threading.Timer(20, release.set)  # a wait() that waits fails the assert below instead of hanging
+    timer.daemon = True
+    timer.start()
     with ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(release.wait)  # the only thread is busy: every task stays queued
         collector = StatsCollector()
@@ -149,3 +151,4 @@ def test_submitted_tasks_no_thread_started_run_in_the_waiting_thread(rng):
         with pytest.raises(Int8CalibError, match=r"tensor 't3'.*batch 1"):
             collector.wait()
         release.set()
+    timer.cancel()
