@@ -218,3 +218,27 @@ def test_steps_split_a_batch_evenly_under_the_memory_cap():
     assert sizes(20, 12) == [10, 10]
     assert sizes(12, 12) == [12] and sizes(5, 1) == [1] * 5 and sizes(7, 100) == [7]
     assert sizes(3, 12, measured=False) == [1, 1, 1]  # before the first measurement, one sample per run
+
+
+def test_step_size_follows_the_memory_budget_and_grows_for_many_small_tensors():
+    from int8calib.collection import _StepSizer
+
+    def rows(max_memory, tensors, values_per_sample, samples=2):
+        sizer = _StepSizer(max_memory)
+        per_tensor = values_per_sample // tensors
+        sizer.measure({f"t{i}": np.zeros((samples, per_tensor), np.float32) for i in range(tensors)}, samples)
+        return sizer.rows
+
+    MB = 1 << 20
+    # EfficientNet-Lite0-like: 62 tensors, 7 M values (28 MB) per sample. 256 MiB / (3 x 28 MB) -> 3 samples;
+    # 115 k values per tensor per sample already exceed the 65,536 a step should hold: no growth.
+    assert rows(None, 62, 62 * 115_000) == 268_435_456 // (3 * 62 * 115_000 * 4) == 3
+    # 1,051 tensors of 2,925 values (12.3 MB per sample): the budget alone allows 7 samples; steps grow to
+    # ceil(65,536 / 2,925) = 23 samples, within 1 GiB / (3 x 12.3 MB) = 29.
+    assert rows(None, 1051, 1051 * 2925) == 23
+    # ... but never past 1 GiB: 10,000 tensors of 100 values (4 MB per sample) would want ceil(65,536 / 100)
+    # = 656 samples; 1 GiB / (3 x 4 MB) allows 89.
+    assert rows(None, 10_000, 10_000 * 100) == (1 << 30) // (3 * 10_000 * 100 * 4) == 89
+    # An explicit budget is a hard cap, many small tensors or not.
+    assert rows(256 * MB, 1051, 1051 * 2925) == 268_435_456 // (3 * 1051 * 2925 * 4) == 7
+    assert rows(1, 62, 62 * 1000) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..util.memory import DEFAULT_MAX_MEMORY
+from ..util.memory import DEFAULT_MAX_MEMORY, DEFAULT_MAX_MEMORY_SMALL_TENSORS
 
 
 def add_collection_options(parser: argparse.ArgumentParser) -> None:
@@ -12,8 +12,9 @@ def add_collection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("performance")
     group.add_argument(
         "--max-memory", metavar="SIZE",
-        help=f"activation memory one ONNX Runtime run may hold, e.g. 1.5G (default {DEFAULT_MAX_MEMORY >> 20}M); larger batches "
-        "run in sub-batches, with identical results",
+        help=f"activation memory one ONNX Runtime run may hold, e.g. 1.5G (default {DEFAULT_MAX_MEMORY >> 20}M, up to "
+        f"{DEFAULT_MAX_MEMORY_SMALL_TENSORS >> 20}M for models of many small tensors); larger batches run in sub-batches, "
+        "with identical results",
     )
     group.add_argument("--workers", type=int, default=1, help="collect in N processes over disjoint parts of the data (identical results)")
     group.add_argument("--tensors", nargs="+", metavar="NAME", help="collect only these tensors (default: every tensor the cache needs)")

@@ -17,6 +17,9 @@ import sys
 # (28 MB of activations per image, 2-core VM): 256 MiB runs 3 images per step, as fast as 1 GiB's
 # 11 within noise, at 0.6 instead of 1.1 GB peak RSS, flat over the run (docs/performance.md).
 DEFAULT_MAX_MEMORY = 256 << 20
+# ...up to this much for models of many small tensors, whose per-tensor Python cost per step
+# calls for steps of more samples (collection._StepSizer).
+DEFAULT_MAX_MEMORY_SMALL_TENSORS = 1 << 30
 
 _M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
 
