@@ -131,8 +131,8 @@ def collect_statistics(
     """Pull every batch from ``calibrator``, run it, and histogram the activations.
 
     Each batch runs in steps of as many samples as ``max_memory`` (bytes of live
-    activations, default ``util.memory.DEFAULT_MAX_MEMORY``) allows, so peak memory does not grow with the batch
-    size or the number of samples. Histogramming of one step runs on ``threads``
+    activations; default: see :class:`_StepSizer`) allows, so peak memory does not
+    grow with the batch size or the number of samples. Histogramming of one step runs on ``threads``
     threads (default: one per core) while ONNX Runtime computes the next step, and
     the next batch is decoded in the background meanwhile.
     """

@@ -126,7 +126,7 @@ class StatsCollector:
             if future.cancel():
                 try:
                     self._add_group(task, batch)
-                except Exception as exc:  # re-raised below, in submission order like the others
+                except Exception as exc:  # re-raised below, before those of tasks the threads ran
                     errors.append(exc)
         errors += [f.exception() for f, _, _ in pending if not f.cancelled()]
         for exc in errors:
