@@ -62,10 +62,23 @@ def test_images_need_a_preprocessing_spec_and_a_single_input(tmp_path):
         BatchLoader(resolve(tmp_path), [info, InputInfo("b", ("N", 1), np.dtype("float32"))], PRE)
 
 
-def test_prefetch_starts_producing_before_the_first_next_and_stops_when_dropped():
+def _prefetch_threads_stop(timeout: float = 5.0) -> bool:
+    """Whether every prefetch thread ends within ``timeout`` seconds once garbage is collected."""
     import gc
     import threading
     import time
+
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    while any(t.name == "int8calib-prefetch" for t in threading.enumerate()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_prefetch_starts_producing_before_the_first_next_and_stops_when_dropped():
+    import threading
 
     from int8calib.batching import prefetch
 
@@ -79,16 +92,8 @@ def test_prefetch_starts_producing_before_the_first_next_and_stops_when_dropped(
     assert started.wait(5)  # producing already, nobody asked yet
     assert next(it) == 0
     del it
-    gc.collect()
-    deadline = time.monotonic() + 5
-    while any(t.name == "int8calib-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(t.name == "int8calib-prefetch" for t in threading.enumerate())
+    assert _prefetch_threads_stop()
 
     unstarted = prefetch(iter(range(100)), depth=1)  # dropped before its first next
     del unstarted
-    gc.collect()
-    deadline = time.monotonic() + 5
-    while any(t.name == "int8calib-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(t.name == "int8calib-prefetch" for t in threading.enumerate())
+    assert _prefetch_threads_stop()

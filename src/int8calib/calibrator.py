@@ -32,6 +32,7 @@ from .result import CalibrationResult
 from .runner import ActivationRunner, RunnerSpec
 from .runner.model import InputInfo, calibratable_tensors, load_model, model_fingerprint
 from .sources import FeedDictSource, Sample, resolve
+from .stats import Statistics
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, CalibrationCache, format_cache, parse_cache, warn_zero_tensors
 from .writers.provenance import check_output, provenance_dict, write_with_sidecar
@@ -267,6 +268,30 @@ class MinMaxCalibrator(Calibrator):
     method = "minmax"
 
 
+def gather_statistics(
+    calibrator: Calibrator,
+    runner: "ActivationRunner | RunnerSpec | Callable[[], ActivationRunner]",
+    meta: dict | None,
+    max_memory: "int | str | None",
+    workers: int,
+    methods: Sequence[str] = (),
+) -> Statistics:
+    """The statistics of every batch ``calibrator`` serves, in ``workers`` processes.
+
+    What ``methods`` compile and the histogram kernel load in a background thread, and the
+    first batch decodes while the runner's session is built.
+    """
+    warm_up_in_background(methods, histograms=workers == 1)
+    if workers > 1:
+        from .workers import collect_in_processes
+
+        return collect_in_processes(calibrator, runner, meta, workers, max_memory)
+    if not isinstance(runner, ActivationRunner):
+        calibrator.start_loading()
+        runner = runner()
+    return collect_statistics(calibrator, runner, meta, max_memory=max_memory)
+
+
 def run_calibrator(
     calibrator: Calibrator,
     runner: "ActivationRunner | RunnerSpec | Callable[[], ActivationRunner]",
@@ -288,16 +313,7 @@ def run_calibrator(
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
         return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
-    warm_up_in_background([calibrator.method], histograms=workers == 1)  # numba loads meanwhile
-    if workers > 1:
-        from .workers import collect_in_processes
-
-        stats = collect_in_processes(calibrator, runner, meta, workers, max_memory)
-    else:
-        if not isinstance(runner, ActivationRunner):
-            calibrator.start_loading()  # the first batch decodes while the session is built
-            runner = runner()
-        stats = collect_statistics(calibrator, runner, meta, max_memory=max_memory)
+    stats = gather_statistics(calibrator, runner, meta, max_memory, workers, [calibrator.method])
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")
     amax = compute_ranges(calibrator.method, stats, **{**calibrator.method_params, **method_params})

@@ -132,9 +132,9 @@ def collect_statistics(
 
     Each batch runs in steps of as many samples as ``max_memory`` (bytes of live
     activations; default: see :class:`_StepSizer`) allows, so peak memory does not
-    grow with the batch size or the number of samples. Histogramming of one step runs on ``threads``
-    threads (default: one per core) while ONNX Runtime computes the next step, and
-    the next batch is decoded in the background meanwhile.
+    grow with the batch size or the number of samples. Histogramming of one step runs
+    on ``threads`` threads (default: one per core) while ONNX Runtime computes the next
+    step, and the next batch is decoded in the background meanwhile.
     """
     limit_malloc_arenas()  # before the threads below allocate: keeps peak RSS flat over long runs
     names = [i.name for i in runner.inputs]
