@@ -48,7 +48,8 @@ def test_every_method_gives_amax_between_zero_and_max_times_2048_5_over_2048(x):
     top = float(np.max(np.abs(x.astype(np.float64))))
     for method in available():
         amax = compute_amax(method, h)
-        assert np.isfinite(amax) and 0.0 <= amax <= top * 2048.5 / 2048, (method, amax, top)
+        bound = np.nextafter(np.float32(top * 2048.5 / 2048), np.float32(np.inf))  # float32 rounding of amax
+        assert np.isfinite(amax) and 0.0 <= amax <= bound, (method, amax, top)
 
 
 def test_merge_of_sharded_data_equals_one_pass_in_any_order(rng):

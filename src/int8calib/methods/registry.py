@@ -57,7 +57,13 @@ def compute_amax(name: str, hist: TensorHistogram, **params) -> float:
 def compute_ranges(name: str, stats: Statistics, **params) -> dict[str, float]:
     """amax of every tensor in ``stats`` by ``name``'s method."""
     tensors = progress(stats.tensors.items(), total=len(stats.tensors), desc=f"{name} thresholds", unit="tensor")
-    return {tensor: compute_amax(name, h, **params) for tensor, h in tensors}
+    ranges = {}
+    for tensor, h in tensors:
+        try:
+            ranges[tensor] = compute_amax(name, h, **params)
+        except Int8CalibError as exc:
+            raise Int8CalibError(f"tensor '{tensor}': {exc}") from None
+    return ranges
 
 
 def compute_all(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from concurrent.futures import Executor, Future
 from typing import Collection, Mapping, Sequence
 
@@ -11,6 +12,7 @@ import numpy as np
 from ..errors import Int8CalibError
 from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram, ordered_max, ordered_min
 from .derive import derive_clipped, unsigned_counts
+from .trt_histogram import TrtHistogram, f32
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,21 +51,61 @@ class StatsCollector:
     Tensors in ``signed`` are counted by sign as well (:func:`kernels.accumulate_signed`,
     same cost), so :meth:`result` can derive the histograms of Relu / Clip(0, hi) outputs
     of them that were never exposed (:mod:`stats.derive`).
+
+    Beside them it keeps TensorRT's own histogram of every tensor (:class:`TrtHistogram`,
+    which depends on the order of batches): each ``collect`` / ``submit`` call with
+    ``new_batch`` begins a calibration batch; a batch may come in several calls (steps). Its
+    range starts at the first batch's max |x|: from :meth:`set_first_batch` when the first
+    batch comes in several steps, else from the first call's values. ``derived`` outputs
+    ``{name: (input, hi)}`` get theirs from their input's values.
     """
 
-    def __init__(self, mantissa_bits: int = DEFAULT_MANTISSA_BITS, signed: Collection[str] = ()):
+    def __init__(
+        self,
+        mantissa_bits: int = DEFAULT_MANTISSA_BITS,
+        signed: Collection[str] = (),
+        derived: Mapping[str, tuple[str, float]] | None = None,
+    ):
         if not 0 <= mantissa_bits <= 12:
             raise ValueError("mantissa_bits must be in 0..12")
         self.mantissa_bits = mantissa_bits
         self.signed = frozenset(signed)
+        self.derived = dict(derived or {})
+        self._outputs_of: dict[str, list[tuple[str, float]]] = {}
+        for name, (source, hi) in self.derived.items():
+            self._outputs_of.setdefault(source, []).append((name, f32(hi)))
         self.reset()
 
     def reset(self) -> None:
         self._hists: dict[str, TensorHistogram] = {}
         self._signed_counts: dict[str, np.ndarray] = {}  # name -> counts keyed with the sign bit
+        self._trt: dict[str, TrtHistogram] = {}
+        self._first: dict[str, float] = {}  # first batch's max |x| per tensor, from set_first_batch
         self._pending: list[Future] = []
         self.batches = 0
         self.samples = 0
+
+    def set_first_batch(self, ranges: Mapping[str, tuple[float, float]]) -> None:
+        """The first batch's (min, max) of every tensor, before any of it is collected:
+        where TensorRT's histograms start (see :class:`TrtHistogram`)."""
+        for name, (lo, hi) in ranges.items():
+            if lo > hi:  # no values
+                continue
+            self._first[name] = max(abs(lo), abs(hi))
+            for output, clip_hi in self._outputs_of.get(name, ()):
+                self._first[output] = min(max(hi, 0.0), clip_hi)
+
+    def _add_trt(self, name: str, value: np.ndarray, step_max: float, new_batch: bool, clip_hi=None) -> None:
+        trt = self._trt.get(name)
+        if trt is None:
+            trt = self._trt[name] = TrtHistogram.starting_at(self._first.get(name, step_max))
+        if new_batch:
+            trt.new_batch()
+        trt.fit(step_max)
+        if trt.range > 0:
+            trt.add_counts(_kernels().bin_linear(value, trt.counts, trt.width, clip_hi))
+        else:  # only zeros so far
+            trt.counts[0] += value.size
 
     def _histogram(self, name: str) -> TensorHistogram:
         h = self._hists.get(name)
@@ -73,7 +115,7 @@ class StatsCollector:
                 self._signed_counts[name] = np.zeros(512 << self.mantissa_bits, np.int64)
         return h
 
-    def _add(self, name: str, h: TensorHistogram, value: np.ndarray, batch: int) -> None:
+    def _add(self, name: str, h: TensorHistogram, value: np.ndarray, batch: int, new_batch: bool = True) -> None:
         signed = self._signed_counts.get(name)
         counts = h.counts if signed is None else signed
         lo, hi, finite = _kernels().accumulate_checked(value, counts, self.mantissa_bits, signed is not None)
@@ -84,16 +126,24 @@ class StatsCollector:
                 "(check the input data and preprocessing)"
             )
         h.min, h.max = ordered_min(h.min, lo), ordered_max(h.max, hi)
+        if lo > hi:  # no values
+            return
+        self._add_trt(name, value, max(abs(lo), abs(hi)), new_batch)
+        for output, clip_hi in self._outputs_of.get(name, ()):
+            self._add_trt(output, value, min(max(hi, 0.0), clip_hi), new_batch, clip_hi)
 
-    def collect(self, activations: Mapping[str, np.ndarray], samples: int = 0) -> None:
-        """Add one batch of activations; NaN or Inf in a tensor is an error naming it."""
+    def collect(self, activations: Mapping[str, np.ndarray], samples: int = 0, new_batch: bool = True) -> None:
+        """Add one batch of activations (``new_batch`` False: more of the current batch);
+        NaN or Inf in a tensor is an error naming it."""
         self.wait()
         for name, value in activations.items():
-            self._add(name, self._histogram(name), value, self.batches)
+            self._add(name, self._histogram(name), value, self.batches, new_batch)
         self.batches += 1
         self.samples += samples
 
-    def submit(self, activations: Mapping[str, np.ndarray], executor: Executor, samples: int = 0) -> None:
+    def submit(
+        self, activations: Mapping[str, np.ndarray], executor: Executor, samples: int = 0, new_batch: bool = True
+    ) -> None:
         """Like ``collect``, on ``executor``'s threads; returns before the work is done.
 
         Tensors go to a few tasks of about equal size: one task per tensor cost more in
@@ -106,13 +156,13 @@ class StatsCollector:
         self._pending = []
         for group in groups:
             task = [(name, hists[name], activations[name]) for name in group]
-            self._pending.append((executor.submit(self._add_group, task, batch), task, batch))
+            self._pending.append((executor.submit(self._add_group, task, batch, new_batch), task, batch, new_batch))
         self.batches += 1
         self.samples += samples
 
-    def _add_group(self, group: list, batch: int) -> None:
+    def _add_group(self, group: list, batch: int, new_batch: bool = True) -> None:
         for name, h, value in group:
-            self._add(name, h, value, batch)
+            self._add(name, h, value, batch, new_batch)
 
     def wait(self) -> None:
         """Block until every submitted batch is histogrammed; re-raise the first error.
@@ -122,13 +172,13 @@ class StatsCollector:
         """
         pending, self._pending = self._pending, []
         errors = []
-        for future, task, batch in reversed(pending):  # the smallest groups were queued last
+        for future, task, batch, new_batch in reversed(pending):  # the smallest groups were queued last
             if future.cancel():
                 try:
-                    self._add_group(task, batch)
+                    self._add_group(task, batch, new_batch)
                 except Exception as exc:  # re-raised below, before those of tasks the threads ran
                     errors.append(exc)
-        errors += [f.exception() for f, _, _ in pending if not f.cancelled()]
+        errors += [f.exception() for f, *_ in pending if not f.cancelled()]
         for exc in errors:
             if exc is not None:
                 raise exc
@@ -143,14 +193,15 @@ class StatsCollector:
         Clip(0, hi) (hi = inf: Relu) whose input was collected in ``signed``; tensors in
         ``order`` (default: the order collected, derived ones last)."""
         self.wait()
-        tensors = dict(self._hists)
+        tensors = {name: replace(h, trt=self._trt.get(name)) for name, h in self._hists.items()}
         for name, signed in self._signed_counts.items():
             h = tensors[name]
-            tensors[name] = TensorHistogram(unsigned_counts(signed), h.min, h.max, h.mantissa_bits)
-        for name, (source, hi) in (derived or {}).items():
+            tensors[name] = TensorHistogram(unsigned_counts(signed), h.min, h.max, h.mantissa_bits, h.trt)
+        for name, (source, hi) in (self.derived if derived is None else derived).items():
             if source in self._signed_counts:
                 h = tensors[source]
-                tensors[name] = derive_clipped(self._signed_counts[source], h.min, h.max, hi, self.mantissa_bits)
+                d = derive_clipped(self._signed_counts[source], h.min, h.max, hi, self.mantissa_bits)
+                tensors[name] = replace(d, trt=self._trt.get(name) if name in self.derived else None)
         if order is not None:
             tensors = {name: tensors[name] for name in order if name in tensors}
         return Statistics(tensors, {**(meta or {}), "samples": self.samples})

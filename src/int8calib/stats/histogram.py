@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import Int8CalibError
+from .trt_histogram import TrtHistogram
 
 DEFAULT_MANTISSA_BITS = 8  # 256 bins per power of two: relative bin width 0.39 %
 
@@ -36,12 +37,18 @@ def fine_edges(mantissa_bits: int) -> np.ndarray:
 
 @dataclass
 class TensorHistogram:
-    """Counts of |x| by bit-pattern bin, plus the exact signed min and max."""
+    """Counts of |x| by bit-pattern bin, plus the exact signed min and max.
+
+    ``trt`` is TensorRT's own histogram of the same values (2048 bins, range from the first
+    batch), which the TensorRT-faithful methods read; None where the data's order is not
+    known (statistics merged from runs with different first batches, older files).
+    """
 
     counts: np.ndarray  # int64 [256 << mantissa_bits]
     min: float = float("inf")
     max: float = float("-inf")
     mantissa_bits: int = DEFAULT_MANTISSA_BITS
+    trt: TrtHistogram | None = None
 
     @classmethod
     def empty(cls, mantissa_bits: int = DEFAULT_MANTISSA_BITS) -> "TensorHistogram":
@@ -63,9 +70,15 @@ class TensorHistogram:
             raise Int8CalibError(
                 f"cannot merge histograms of {self.mantissa_bits} and {other.mantissa_bits} mantissa bits"
             )
+        trt = None
+        if self.trt is not None and other.trt is not None:
+            try:
+                trt = self.trt.merge(other.trt)
+            except ValueError:  # different first batches: TensorRT's order is lost
+                trt = None
         return TensorHistogram(
             self.counts + other.counts, ordered_min(self.min, other.min), ordered_max(self.max, other.max),
-            self.mantissa_bits,
+            self.mantissa_bits, trt,
         )
 
     def pieces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,8 +173,11 @@ class Statistics:
 
 
 def merge(a: Statistics, b: Statistics) -> Statistics:
-    """Statistics of a and b's data together: exact, associative and commutative.
+    """Statistics of a and b's data together, b's batches after a's.
 
+    The bit-pattern histograms merge exactly (associative and commutative). TensorRT's
+    histograms (``TensorHistogram.trt``) merge exactly when both started from the same
+    first batch, as ``--shard`` and ``--workers`` runs do; otherwise they are dropped.
     Tensor order follows ``a`` then tensors only ``b`` has. Metadata keeps ``a``'s
     entries; sample counts add up.
     """

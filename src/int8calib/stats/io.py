@@ -4,6 +4,10 @@ Arrays: ``names`` (unicode), ``mantissa_bits``, ``mins``, ``maxs`` (float64),
 ``offsets`` / ``lengths`` (the non-empty key range of each tensor) and ``counts``
 (those ranges concatenated, int64), and ``meta`` (a JSON string). Trimming to the
 non-empty range keeps a file for EfficientNet-Lite0 at a few MB.
+
+TensorRT's histograms (:class:`TrtHistogram`), where present: ``trt_first`` and
+``trt_range`` (float32 per tensor, NaN for a tensor without one) and ``trt_counts``
+(int64 [tensors, 2048]). Files without them (older ones) load with ``trt`` None.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from ..errors import StatisticsFormatError
 from ..util.atomic import write_bytes
 from .histogram import Statistics, TensorHistogram
+from .trt_histogram import BINS, TrtHistogram
 
 FORMAT = "int8calib-statistics/1"
 
@@ -33,9 +38,18 @@ def save(stats: Statistics, path: str | Path) -> None:
         chunks.append(h.counts[lo:hi])
         mins.append(h.min)
         maxs.append(h.max)
+    trt = [h.trt for h in stats.tensors.values()]
+    extra = {}
+    if any(t is not None for t in trt):
+        extra = {
+            "trt_first": np.array([np.nan if t is None else t.first_max for t in trt], np.float32),
+            "trt_range": np.array([np.nan if t is None else t.range for t in trt], np.float32),
+            "trt_counts": np.stack([np.zeros(BINS, np.int64) if t is None else t.counts for t in trt]),
+        }
     buf = io.BytesIO()
     np.savez_compressed(
         buf,
+        **extra,
         format=np.array(FORMAT),
         meta=np.array(json.dumps(stats.meta, sort_keys=True)),
         names=np.array(names, dtype=str),
@@ -60,6 +74,7 @@ def load(path: str | Path) -> Statistics:
             names = [str(n) for n in z["names"]]
             offsets, lengths, counts = z["offsets"], z["lengths"], z["counts"]
             mins, maxs = z["mins"], z["maxs"]
+            trt = (z["trt_first"], z["trt_range"], z["trt_counts"]) if "trt_counts" in z.files else None
     except FileNotFoundError:
         raise StatisticsFormatError(f"{path}: statistics file not found") from None
     except StatisticsFormatError:
@@ -76,5 +91,14 @@ def load(path: str | Path) -> Statistics:
             raise StatisticsFormatError(f"{path}: tensor '{name}' has an inconsistent histogram")
         full[off : off + n] = counts[start : start + n]
         start += n
-        tensors[name] = TensorHistogram(full, float(mins[i]), float(maxs[i]), bits)
+        tensors[name] = TensorHistogram(full, float(mins[i]), float(maxs[i]), bits, _trt_histogram(path, name, trt, i))
     return Statistics(tensors, meta)
+
+
+def _trt_histogram(path: Path, name: str, arrays, i: int) -> TrtHistogram | None:
+    if arrays is None or np.isnan(arrays[0][i]):
+        return None
+    first, upper, counts = arrays
+    if counts.shape != (len(first), BINS) or not np.all(counts[i] >= 0) or not upper[i] >= first[i] >= 0:
+        raise StatisticsFormatError(f"{path}: tensor '{name}' has an inconsistent TensorRT histogram")
+    return TrtHistogram(counts[i].astype(np.int64), float(first[i]), float(upper[i]))

@@ -87,8 +87,76 @@ def accumulate_signed(values: np.ndarray, signed_counts: np.ndarray, mantissa_bi
     return _run(values, signed_counts, mantissa_bits, _SIGNED)[:2]
 
 
+@njit(nogil=True, cache=True)
+def _bin_linear(values, counts, width, clip_hi, clipped):  # pragma: no cover - compiled
+    # TensorRT's calibration histogram: bin floor(|x| / width) in float32, clamped to the
+    # top bin. ``clipped``: the values are a Relu / Clip(0, clip_hi) input, binned as that
+    # output (x <= 0 becomes 0, x > clip_hi becomes clip_hi).
+    top = counts.size - 1
+    at_top = 0
+    for i in range(values.size):
+        v = values[i]
+        if clipped:
+            if not v > 0:
+                v = np.float32(0)
+            elif v > clip_hi:
+                v = clip_hi
+        else:
+            v = abs(v)
+        b = int(v / width)
+        if b >= top:
+            if b > top:
+                at_top += 1
+            b = top
+        counts[b] += 1
+    return at_top
+
+
+def bin_linear(values: np.ndarray, counts: np.ndarray, width: float, clip_hi: float | None = None) -> int:
+    """Add |values| (``clip_hi`` given: ``min(max(x, 0), clip_hi)``) to TensorRT's linear
+    histogram ``counts`` of bin width ``width`` (float32); values must not exceed the range.
+
+    Returns how many values fell at or past the upper edge (bin ``len(counts)``) and were
+    clamped into the top bin: :meth:`TrtHistogram.double` needs them.
+    """
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    if flat.size == 0:
+        return 0
+    hi = np.float32(np.inf if clip_hi is None else clip_hi)
+    return int(_bin_linear(flat, counts, np.float32(width), hi, clip_hi is not None))
+
+
+@njit(nogil=True, cache=True)
+def _min_max(ints):  # pragma: no cover - compiled
+    lo = np.int32(0x7FFFFFFF)
+    hi = np.int32(-0x7FFFFFFF - 1)
+    for i in range(ints.size):
+        b = ints[i]
+        o = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        if o > hi or o < lo:
+            hi = max(hi, o)
+            lo = min(lo, o)
+    return lo, hi
+
+
+def min_max(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) of float32 values as :func:`accumulate` reports them, without counting."""
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    if flat.size == 0:
+        return float("inf"), float("-inf")
+    lo, hi = _min_max(flat.view(np.int32))
+    lo, hi = _to_float(lo), _to_float(hi)
+    if math.isnan(lo) or math.isnan(hi):
+        real = flat[~np.isnan(flat)]
+        lo, hi = (float(real.min()), float(real.max())) if real.size else (float("inf"), float("-inf"))
+    return lo, hi
+
+
 def warm_up() -> None:
     """Load the compiled kernel (numba's import and on-disk cache: ~0.4 s on the project's
     machine); collection calls it in a background thread while the model loads."""
     accumulate(np.zeros(1, np.float32), np.zeros(256 << 8, np.int64), 8)
+    bin_linear(np.zeros(1, np.float32), np.zeros(2048, np.int64), 1.0)
+    bin_linear(np.zeros(1, np.float32), np.zeros(2048, np.int64), 1.0, 6.0)
+    min_max(np.zeros(1, np.float32))
 

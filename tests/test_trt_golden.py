@@ -1,0 +1,183 @@
+"""entropy2 against calibration caches that real TensorRT wrote in NVIDIA's public samples.
+
+Each case regenerates the sample's data exactly (its seed, shapes, arithmetic) and network
+(an ONNX stand-in with TensorRT's tensor names), calibrates with the same batches in the same
+order, and compares the cache lines TensorRT wrote: bit for bit where the network's
+arithmetic is exact (inputs, x + 1), within 1 float32 ULP where the sample's layer sums
+in an order ONNX Runtime need not share (a convolution).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import int8calib
+from int8calib.methods import compute_amax
+from int8calib.stats import StatsCollector
+from int8calib.writers.cache import read_cache
+
+COOKBOOK = "NVIDIA/trt-samples-for-hackathon-cn"
+
+
+def bits(hex_scale: str) -> int:
+    return int(hex_scale, 16)
+
+
+def scale_hex(amax: float) -> str:
+    return struct.pack(">f", np.float32(np.float32(amax) / np.float32(127))).hex()
+
+
+def save_model(path, nodes, inputs, outputs, inits=()):
+    graph = helper.make_graph(nodes, "golden", inputs, outputs, list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def calibrate(tmp_path, model, batches: np.ndarray, version: int):
+    """One TensorRT batch per row of ``batches`` (batch size 1), in order."""
+    data = tmp_path / "batches.npy"
+    np.save(data, batches)
+    cache = tmp_path / "calibration.cache"
+    int8calib.calibrate(model, data, method="entropy2", batch_size=1, cache=cache, trt_version=version)
+    return cache
+
+
+def test_tensorrt_7_0_convolution_of_ones(tmp_path):
+    """TensorRT 7.0.0, cookbook/old-cookbook/TRT-DynamicShape/02-int8/calibration.cache (commit 481e0e4),
+    written by test.py: np.random.seed(97), 10 batches of np.random.rand(60) as float32 [1, 3, 4, 5],
+    a 3x3 convolution of ones (3 -> 2 channels, pad 1, zero bias). The convolution's first batch sets
+    the range (14.436), a later batch doubles it; the input keeps all 2048 bins."""
+    np.random.seed(97)
+    batches = np.stack([np.random.rand(60).astype(np.float32).reshape(3, 4, 5) for _ in range(10)])
+    conv = "(Unnamed Layer* 0) [Convolution]_output"
+    model = save_model(
+        tmp_path / "conv.onnx",
+        [helper.make_node("Conv", ["inputTensor", "w", "b"], [conv], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("inputTensor", TensorProto.FLOAT, ["N", 3, 4, 5])],
+        [helper.make_tensor_value_info(conv, TensorProto.FLOAT, ["N", 2, 4, 5])],
+        [numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w"),
+         numpy_helper.from_array(np.zeros(2, np.float32), "b")],
+    )
+    cache = read_cache(calibrate(tmp_path, model, batches, 7000))
+    assert (cache.version, cache.algorithm) == (7000, "EntropyCalibration2")
+    written = {"inputTensor": "3c00e995", conv: "3e0a9eac"}
+    assert scale_hex(cache.amax["inputTensor"]) == written["inputTensor"]
+    # TensorRT's convolution sums 27 values in float32 in its own order; its first-batch max
+    # is 2 ULP above the correctly rounded sum, which moves the scale by 1 ULP at most.
+    assert abs(bits(scale_hex(cache.amax[conv])) - bits(written[conv])) <= 1
+
+
+def test_tensorrt_7_0_convolution_with_its_float32_summation_is_bit_exact():
+    """The same case with the convolution summed in float32 channel by channel, row by row
+    (what TensorRT 7.0 did on that GPU): every line bit for bit."""
+    np.random.seed(97)
+    batches = [np.random.rand(60).astype(np.float32).reshape(3, 4, 5) for _ in range(10)]
+
+    def conv(x):
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+        out = np.zeros((4, 5), np.float32)
+        for y in range(4):
+            for x_ in range(5):
+                acc = np.float32(0)
+                for c in range(3):
+                    for dy in range(3):
+                        for dx in range(3):
+                            acc = np.float32(acc + padded[c, y + dy, x_ + dx])
+                out[y, x_] = acc
+        return np.stack([out, out])
+
+    collector = StatsCollector()
+    for b in batches:
+        collector.collect({"input": b, "conv": conv(b)})
+    stats = collector.result()
+    assert scale_hex(compute_amax("entropy2", stats["input"])) == "3c00e995"
+    assert scale_hex(compute_amax("entropy2", stats["conv"])) == "3e0a9eac"
+
+
+def add_scalar_model(path, scalar: float, shape, plugin_output: str, output: str | None):
+    """The cookbook's AddScalar plugin (x + scalar in float32) followed by a cast to float32."""
+    nodes = [helper.make_node("Add", ["inputT0", "scalar"], [plugin_output])]
+    last = plugin_output
+    if output is not None:
+        nodes.append(helper.make_node("Identity", [plugin_output], [output]))
+        last = output
+    return save_model(
+        path, nodes,
+        [helper.make_tensor_value_info("inputT0", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(last, TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.array(scalar, np.float32), "scalar")],
+    )
+
+
+def test_tensorrt_8_2_one_batch_of_32_values(tmp_path):
+    """TensorRT 8.2.4, cookbook/05-Plugin/useINT8-PTQ/int8.cache (commit 481e0e4): np.random.seed(97),
+    calibrator.py's one batch np.random.rand(32).astype(np.float32) * 200 - 100. Only the input
+    line is data: TensorRT 8.2 gave the plugin's int8 output the input's scale without calibrating it."""
+    np.random.seed(97)
+    x = np.random.rand(32).astype(np.float32) * 200 - 100
+    model = add_scalar_model(tmp_path / "m.onnx", 0.1, ["N", 32], "(Unnamed Layer* 0) [PluginV2DynamicExt]_output_0", None)
+    cache = read_cache(calibrate(tmp_path, model, x[None], 8204))
+    assert scale_hex(cache.amax["inputT0"]) == "3f4014c9"
+
+
+@pytest.mark.parametrize(
+    "version, commit, plugin",
+    [
+        (100001, "30f6e92", "(Unnamed Layer* 0) [PluginV2DynamicExt]_output"),  # UseINT8-PTQ-V2-deprecated
+        (100600, "918c3b0", "(Unnamed Layer* 0) [PluginV2DynamicExt]_output"),  # the same, TensorRT 10.6
+        (100001, "c9baa1a", "(Unnamed Layer* 0) [PluginV3_V3ONE]_output"),  # UseINT8-PTQ (PluginV3)
+    ],
+)
+def test_tensorrt_10_add_scalar_plugin(tmp_path, version, commit, plugin):
+    """TensorRT 10.0.1 / 10.6, cookbook/05-Plugin/UseINT8-PTQ*/model.int8cache at the commit given:
+    the cookbook's utils seed numpy with 31193 on import; MyCalibratorV1 gives one batch of
+    np.random.rand(48) as float32 [1, 8, 2, 3], * 96 - 48 (float32); the plugin adds 1.0."""
+    np.random.seed(31193)
+    x = np.random.rand(48).astype(np.float32) * np.float32(96) - np.float32(48)
+    model = add_scalar_model(tmp_path / "m.onnx", 1.0, ["N", 8, 2, 3], plugin, "outputT0")
+    text = calibrate(tmp_path, model, x.reshape(1, 8, 2, 3), version).read_text()
+    lines = text.splitlines()
+    assert lines[0] == f"TRT-{version}-EntropyCalibration2"
+    for line in ("inputT0: 3ebfcfb9", f"{plugin}: 3ec3d80a", "outputT0: 3ec3d80a"):
+        assert line in lines
+
+
+def glibc_rand(seed: int, n: int) -> np.ndarray:
+    """glibc's rand() after srand(seed): the TYPE_3 additive feedback generator."""
+    r = [0] * (344 + n)
+    r[0] = seed
+    for i in range(1, 31):
+        r[i] = (16807 * r[i - 1]) % 2147483647
+    for i in range(31, 34):
+        r[i] = r[i - 31]
+    for i in range(34, 344 + n):
+        r[i] = (r[i - 31] + r[i - 3]) & 0xFFFFFFFF
+    return np.array(r[344:], np.int64) >> 1
+
+
+def test_glibc_rand_matches_the_c_library():
+    assert glibc_rand(1, 5).tolist() == [1804289383, 846930886, 1681692777, 1714636915, 1957747793]
+
+
+@pytest.mark.parametrize(
+    "layer, count, written",
+    [(9, 1024, "3c00f303"), (12, 10240, "3c0101ae"), (14, 10, "3bf4d0cd")],
+)
+def test_tensorrt_8_6_constant_layers(layer, count, written):
+    """TensorRT 8.6.0, cookbook/02-API/Int8-PTQ/C++/model.INT8Cache (commit 794f2f9): main.cpp fills
+    weights with srand(31193); float(rand()) / RAND_MAX * 2 - 1 (float32), each Constant layer taking
+    the first ``count`` of them; TensorRT calibrates constants like activations (one batch).
+    The 10-value tensor keeps all 2048 bins too."""
+    w = glibc_rand(31193, count).astype(np.float32) / np.float32(2147483647) * np.float32(2) - np.float32(1)
+    collector = StatsCollector()
+    collector.collect({f"(Unnamed Layer* {layer}) [Constant]_output": w})
+    stats = collector.result()
+    assert scale_hex(compute_amax("entropy2", stats[f"(Unnamed Layer* {layer}) [Constant]_output"])) == written
