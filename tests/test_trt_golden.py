@@ -181,3 +181,36 @@ def test_tensorrt_8_6_constant_layers(layer, count, written):
     collector.collect({f"(Unnamed Layer* {layer}) [Constant]_output": w})
     stats = collector.result()
     assert scale_hex(compute_amax("entropy2", stats[f"(Unnamed Layer* {layer}) [Constant]_output"])) == written
+
+
+@pytest.mark.parametrize(
+    "value, written",
+    [
+        # nt4sth/Torch-TensorRT-VGG16 calibration.cache @717618f, TensorRT 8.4.0 (TRT-8400-MinMaxCalibration):
+        # input_0 of CIFAR-10 normalised by transforms.Normalize(..., 0.4465, ..., 0.2010) on the blue channel,
+        # whose max is a pixel of 255: (1 - 0.4465) / 0.2010 in float32.
+        ((np.float32(1) - np.float32(0.4465)) / np.float32(0.2010), "3cb1a063"),
+        # isaid22/TensorRT-Optimization-MPNet calibration.cache @a0c04d9, TensorRT 10.13.3
+        # (TRT-101303-MinMaxCalibration): constants of all-mpnet-base-v2's graph.
+        (1.0, "3c010204"),
+        (0.5, "3b810204"),
+        (np.sqrt(np.float32(2)), "3c3671d7"),
+        (8.0, "3d810204"),
+        (np.log(np.float32(16)), "3cb2d7c8"),
+        (np.finfo(np.float32).max, "7c010204"),
+    ],
+)
+def test_minmax_is_the_exact_max(tmp_path, value, written):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (4, 64)).astype(np.float32) * np.float32(value)
+    x[1, 7] = -np.float32(value)  # the max |x| is value exactly, on the negative side
+    model = save_model(
+        tmp_path / "id.onnx",
+        [helper.make_node("Identity", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+    )
+    np.save(tmp_path / "x.npy", x)
+    cache = tmp_path / "c.cache"
+    int8calib.calibrate(model, tmp_path / "x.npy", method="minmax", batch_size=2, cache=cache, trt_version=8400)
+    assert f"x: {written}" in cache.read_text().splitlines()

@@ -24,8 +24,9 @@ BINS = 2048
 
 
 def f32(value: float) -> float:
-    """``value`` rounded to float32, as a Python float."""
-    return float(np.float32(value))
+    """``value`` rounded to float32, as a Python float (inf past the float32 range)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 @dataclass
