@@ -131,13 +131,16 @@ class BatchLoader:
         feeds = {}
         n = len(rows)
         for info in self.inputs:
+            for row, sample in zip(rows, used):
+                _check_sample_shape(info, row[info.name], sample)
             try:
                 arr = np.stack([r[info.name] for r in rows])
             except ValueError:
                 shapes = sorted({str(list(r[info.name].shape)) for r in rows})
+                other = next(s for r, s in zip(rows, used) if r[info.name].shape != rows[0][info.name].shape)
                 raise Int8CalibError(
                     f"input '{info.name}': samples of different shapes {', '.join(shapes)} in one batch "
-                    f"(first: {used[0]})"
+                    f"(first: {used[0]}; differs: {other})"
                 ) from None
             feeds[info.name] = fit_batch(info, arr, self.fixed_batch, used[0])
         return Batch(feeds, n, used)
@@ -158,6 +161,24 @@ def fit_batch(info: InputInfo, arr: np.ndarray, fixed_batch: int | None, origin)
         pad = np.zeros((fixed_batch - arr.shape[0], *arr.shape[1:]), arr.dtype)
         arr = np.concatenate([arr, pad])
     return arr
+
+
+def _check_sample_shape(info: InputInfo, arr: np.ndarray, sample: Sample) -> None:
+    """One sample (no batch axis) against the input's fixed dimensions, naming the sample's file,
+    so a bad file among many is named even when it is not the first of its batch."""
+    if not len(info.shape):
+        return
+    if arr.ndim != len(info.shape) - 1:
+        raise Int8CalibError(
+            f"input '{info.name}': sample of shape {list(arr.shape)} does not match the model's {list(info.shape)} "
+            f"(from {sample})"
+        )
+    for axis, (want, have) in enumerate(zip(info.shape[1:], arr.shape), start=1):
+        if isinstance(want, int) and want > 0 and want != have:
+            raise Int8CalibError(
+                f"input '{info.name}': sample of shape {list(arr.shape)} does not match the model's "
+                f"{list(info.shape)} on axis {axis} (from {sample})"
+            )
 
 
 def _check_shape(info: InputInfo, arr: np.ndarray, first) -> None:

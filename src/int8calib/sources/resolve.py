@@ -2,11 +2,18 @@
 
 * a list file (``calibration_list_imagenet.txt``): one path per line, relative paths
   against the list's folder, blank lines and ``#`` comments ignored, CRLF tolerated;
-* a directory: images found recursively, sorted by path;
-* a glob pattern (``images/*.jpg``), sorted;
+* a directory, searched recursively: images, or ``.npy`` / ``.npz`` files (both kinds in one
+  directory is an error, so is a directory with neither);
+* a glob pattern (``images/*.jpg``, ``tensors/*.npy``);
 * a single image, ``.npy`` (one sample, or a batch along axis 0) or ``.npz``
   (one array per model input name, each one sample or a batch).
 
+Directory and glob files are sorted by their path as a string (plain ``sorted()``, no natural
+sort: ``b10.npy`` comes before ``b2.npy``), so ``DIR`` and ``DIR/*.npy`` give the same files in
+the same order when ``DIR`` has no subfolders (``DIR/**/*.npy`` when it has), except that a
+directory includes hidden files and a glob does not. Every tensor file, whichever way it was
+named, goes through :func:`_expand_tensor_file`: an array of the input's rank is a batch whose
+rows become samples in row order, an array one rank short is one sample.
 The order is deterministic (as listed or sorted); ``shuffle=SEED`` permutes it reproducibly.
 """
 
@@ -115,6 +122,26 @@ def _expand_tensor_file(path: Path, origin: str, input_ranks: dict[str, int]) ->
     return [Sample(path, i, origin) for i in range(count)]
 
 
+def _directory_files(path: Path) -> list[Path]:
+    """The images, or else the tensor files, under ``path`` (recursively), sorted like a glob's matches."""
+    found = sorted(
+        (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS | TENSOR_EXTENSIONS and p.is_file()), key=str
+    )
+    images = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
+    tensors = [p for p in found if p.suffix.lower() in TENSOR_EXTENSIONS]
+    if images and tensors:
+        raise Int8CalibError(
+            f"{path}: directory mixes images ({len(images)}, e.g. {images[0].relative_to(path)}) and tensor files "
+            f"({len(tensors)}, e.g. {tensors[0].relative_to(path)}); keep one kind per directory"
+        )
+    if not found:
+        raise Int8CalibError(
+            f"{path}: directory has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+            f"and no tensor files ({', '.join(sorted(TENSOR_EXTENSIONS))})"
+        )
+    return found
+
+
 def resolve(
     data: "str | Path | Sequence[str | Path]",
     input_ranks: dict[str, int] | None = None,
@@ -129,9 +156,7 @@ def resolve(
         text = str(data)
         path = Path(text).expanduser()
         if path.is_dir():
-            entries = [(p, "") for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-            if not entries:
-                raise Int8CalibError(f"{path}: directory has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            entries = [(p, "") for p in _directory_files(path)]
         elif _is_glob(text) and not path.exists():
             entries = [(Path(p), "") for p in sorted(globlib.glob(text, recursive=True)) if Path(p).is_file()]
             if not entries:
