@@ -67,7 +67,7 @@ def test_progress_bars_only_on_a_terminal_and_not_when_quiet(monkeypatch):
 
 
 # The collection stage sits below the calibrator and the API: it may import only these.
-COLLECTION_IMPORTS = {"batching", "runner", "stats", "methods", "util", "errors", "collection"}
+COLLECTION_IMPORTS = {"sources", "batching", "runner", "stats", "methods", "util", "errors", "collection"}
 
 
 def _int8calib_imports(path):

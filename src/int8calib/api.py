@@ -304,9 +304,13 @@ def collect(
         part = take_shard(calibrator.loader.samples, k, n)
         if not part:
             raise Int8CalibError(f"shard {k}/{n} is empty: only {len(calibrator.loader.samples)} samples")
+        whole = calibrator.loader.samples
         calibrator.loader.samples = part
         meta["shard"] = [k, n]
-    stats = gather_statistics(calibrator.loader, runner, meta, max_memory, workers)
+    else:
+        whole = None
+    # TensorRT's histograms start from the whole data's first batch in every shard (merge is exact).
+    stats = gather_statistics(calibrator.loader, runner, meta, max_memory, workers, first_samples=whole)
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")
     if calibrator.skipped:

@@ -21,11 +21,13 @@ from .calibration_pass import collect_statistics
 from .warmup import warm_up_in_background
 
 
-def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads):
+def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads, first):
     warm_up_in_background()
     runner = spec.build(intra_op_threads=threads)
     loader = BatchLoader(samples, inputs, preprocess, batch_size, skip_bad)
-    stats = collect_statistics(loader, runner, None, max_memory=max_memory, threads=threads, allow_empty=True)
+    stats = collect_statistics(
+        loader, runner, None, max_memory=max_memory, threads=threads, allow_empty=True, first_samples=first
+    )
     return stats, list(loader.skipped)
 
 
@@ -35,12 +37,14 @@ def collect_in_processes(
     meta: dict | None = None,
     workers: int = 2,
     max_memory: "int | str | None" = None,
+    first_samples=None,
 ) -> Statistics:
     """Like :func:`collect_statistics` over ``loader``, split over ``workers`` processes.
 
     ``runner`` is an :class:`ActivationRunner` built from a file or a :class:`RunnerSpec`.
     ``max_memory`` applies to each worker. Samples a worker skipped are added to
-    ``loader.skipped``.
+    ``loader.skipped``. Every worker takes TensorRT's starting ranges from the first batch of
+    ``first_samples`` (default: all of ``loader``'s), so the merged statistics equal one run.
     """
     spec = RunnerSpec.of(runner)
     if not isinstance(loader, BatchLoader):
@@ -52,7 +56,7 @@ def collect_in_processes(
         futures = [
             pool.submit(
                 _collect_shard, spec, part, loader.inputs, loader.preprocess, loader.batch_size,
-                loader.skip_bad, max_memory, threads,
+                loader.skip_bad, max_memory, threads, list(first_samples or loader.samples)[: loader.batch_size],
             )
             for part in parts
         ]
