@@ -187,3 +187,22 @@ def test_changes_compares_params_and_ignores_unknown_fields():
     b = provenance_dict("m" * 64, "percentile", {"percentile": 99.9}, {"resize": 256}, "d" * 64, "X")
     assert changes(a, b) == ["method changed (params {\"percentile\": 99.99} -> {\"percentile\": 99.9})"]
     assert changes(a, provenance_dict(None, "percentile", {"percentile": 99.99}, None, None, "X")) == []
+
+
+def test_entropy2_cache_is_stale_when_batch_size_or_order_changes_minmax_is_not(ws, capsys):
+    # entropy2 follows TensorRT's batches (its histograms start from the first batch); minmax
+    # depends on the data alone.
+    code, err = run(ws, capsys, "--batch-size", "2")
+    assert code == 0, err
+    code, err = run(ws, capsys, "--batch-size", "3")
+    assert code == 0 and "batch size or order changed" in err, err
+    code, err = run(ws, capsys, "--batch-size", "3", "--shuffle", "1")
+    assert code == 0 and "batch size or order changed" in err, err
+    code, err = run(ws, capsys, "--batch-size", "3", "--shuffle", "1")
+    assert code == 0 and "reusing calibration cache" in err, err
+    code, err = run(ws, capsys, "--batch-size", "2", method="minmax")
+    assert code == 0, err
+    code, err = run(ws, capsys, "--batch-size", "3", "--shuffle", "1", method="minmax")
+    assert code == 0 and "reusing calibration cache" in err, err
+    record = json.loads(sidecar_path(ws / "c.txt").read_text())
+    assert "batching" not in record

@@ -37,7 +37,7 @@ def _record(base: dict, method: str, params: dict) -> dict:
     own = {k: v for k, v in params.items() if k in m.params}
     return provenance_dict(
         base.get("model_sha256"), method, {**m.params, **own}, base.get("preprocess"), base.get("data_sha256"),
-        m.algorithm,
+        m.algorithm, batching=base.get("batching") if m.ordered else None,
     )
 
 
@@ -240,7 +240,7 @@ def _inputs(model) -> list:
 
 def _statistics_meta(model, calibrator, base: dict) -> dict:
     """What a statistics file records: model, preprocessing, data (fingerprint and list)."""
-    meta = {k: base[k] for k in _STATISTICS_FIELDS} | {"model": str(model)}
+    meta = {k: base[k] for k in _STATISTICS_FIELDS} | {"model": str(model), "batching": calibrator.loader.batching()}
     if hasattr(calibrator.loader, "samples"):  # files, not feed dicts: list them, sorted as order does not matter
         meta["data"] = sorted(str(s.path) + (f"[{s.index}]" if s.index is not None else "") for s in calibrator.loader.samples)
     return meta

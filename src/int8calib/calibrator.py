@@ -179,6 +179,7 @@ class Calibrator:
                 pre.to_dict() if pre is not None else None,
                 self.loader.fingerprint(),
                 m.algorithm,
+                batching=self.loader.batching() if m.ordered else None,
             )
         return self._provenance
 

@@ -41,6 +41,10 @@ class FeedDictLoader:
     def fingerprint(self) -> str:
         return self.source.fingerprint()
 
+    def batching(self) -> str:
+        """A loader script's batches are its own: its fingerprint covers them."""
+        return "script:" + self.source.fingerprint()
+
     def __iter__(self) -> Iterator[Batch]:
         names = {i.name for i in self.inputs}
         for number, feed in self.source:

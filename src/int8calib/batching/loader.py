@@ -17,7 +17,8 @@ import numpy as np
 from ..errors import Int8CalibError
 from ..preprocess import Preprocess
 from ..runner.model import InputInfo
-from ..sources import Sample, data_fingerprint
+from ..sources import Sample, batching_fingerprint, data_fingerprint
+from ..sources.resolve import sample_digests
 from ..util.log import logger
 from .prefetch import prefetch
 
@@ -79,8 +80,18 @@ class BatchLoader:
         """Samples to expect (for progress bars)."""
         return len(self.samples)
 
+    def _digests(self) -> list[str]:
+        cached = getattr(self, "_digest_cache", None)
+        if cached is None or cached[0] is not self.samples:  # a shard replaces the list
+            cached = self._digest_cache = (self.samples, sample_digests(self.samples))
+        return cached[1]
+
     def fingerprint(self) -> str:
-        return data_fingerprint(self.samples)
+        return data_fingerprint(self.samples, self._digests())
+
+    def batching(self) -> str:
+        """Batch size and the samples in order: what TensorRT's histograms depend on."""
+        return batching_fingerprint(self.samples, self.batch_size, self._digests())
 
     def load_sample(self, sample: Sample) -> dict[str, np.ndarray]:
         """One sample as {input name: array without batch axis}."""

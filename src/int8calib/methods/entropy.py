@@ -251,7 +251,7 @@ def _trt_histogram(hist: TensorHistogram):
     return hist.trt
 
 
-@register("entropy2", algorithm="EntropyCalibration2", prepare=_kernel)
+@register("entropy2", algorithm="EntropyCalibration2", prepare=_kernel, ordered=True)
 def entropy2(hist: TensorHistogram) -> float:
     """KL-divergence threshold on TensorRT's own histogram, as IInt8EntropyCalibrator2."""
     if hist.amax <= 0:
@@ -271,7 +271,7 @@ def entropy2_stable(hist: TensorHistogram) -> float:
     return f32((kl_bins(counts) + 0.5) * f32(edges[1]))
 
 
-@register("entropy", algorithm="EntropyCalibration", prepare=_kernel)
+@register("entropy", algorithm="EntropyCalibration", prepare=_kernel, ordered=True)
 def entropy(hist: TensorHistogram) -> float:
     """KL-divergence threshold, as TensorRT's legacy IInt8EntropyCalibrator (same search as entropy2).
 

@@ -19,17 +19,18 @@ class Method:
     params: dict = field(default_factory=dict)  # parameter name -> default
     doc: str = ""
     prepare: Callable[[], object] | None = None  # loads what fn compiles (collection calls it early, in a thread)
+    ordered: bool = False  # depends on batch size and order (TensorRT's histograms), not only on the data
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, algorithm: str, prepare: Callable[[], object] | None = None, **params):
+def register(name: str, algorithm: str, prepare: Callable[[], object] | None = None, ordered: bool = False, **params):
     """Decorator: add ``fn(hist, **params) -> amax`` to the table under ``name``."""
 
     def wrap(fn):
         doc = (fn.__doc__ or "").strip().splitlines()[0]
-        METHODS[name] = Method(name, fn, algorithm, dict(params), doc, prepare)
+        METHODS[name] = Method(name, fn, algorithm, dict(params), doc, prepare, ordered)
         return fn
 
     return wrap

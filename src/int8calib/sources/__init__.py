@@ -2,6 +2,6 @@
 or --data-loader-script into a stream of feed dicts."""
 
 from .feeds import FeedDictSource, load_data_loader_script
-from .resolve import IMAGE_EXTENSIONS, Sample, data_fingerprint, resolve
+from .resolve import IMAGE_EXTENSIONS, Sample, batching_fingerprint, data_fingerprint, resolve
 
-__all__ = ["IMAGE_EXTENSIONS", "FeedDictSource", "Sample", "data_fingerprint", "load_data_loader_script", "resolve"]
+__all__ = ["IMAGE_EXTENSIONS", "FeedDictSource", "Sample", "batching_fingerprint", "data_fingerprint", "load_data_loader_script", "resolve"]

@@ -178,13 +178,8 @@ def resolve(
     return samples
 
 
-def data_fingerprint(samples: Sequence[Sample]) -> str:
-    """SHA-256 over the content of every sample (file content and row index), order-independent.
-
-    Only what reaches the model counts: the same images under another folder, name or
-    order give the same statistics and so the same fingerprint; one changed byte does not.
-    Files are hashed, never decoded, so this is cheap next to running the model.
-    """
+def sample_digests(samples: Sequence[Sample]) -> list[str]:
+    """'<SHA-256 of the file>|<row>' for every sample, in order; each file read once."""
     digests = []
     file_hashes: dict[Path, str] = {}
     for s in samples:
@@ -198,4 +193,22 @@ def data_fingerprint(samples: Sequence[Sample]) -> str:
                 h.update(b"<unreadable>" + str(s.path).encode("utf-8", "surrogateescape"))
             file_hashes[s.path] = h.hexdigest()
         digests.append(f"{file_hashes[s.path]}|{s.index}")
+    return digests
+
+
+def data_fingerprint(samples: Sequence[Sample], digests: Sequence[str] | None = None) -> str:
+    """SHA-256 over the content of every sample (file content and row index), order-independent.
+
+    Only what reaches the model counts: the same images under another folder, name or
+    order give the same statistics and so the same fingerprint; one changed byte does not.
+    Files are hashed, never decoded, so this is cheap next to running the model.
+    """
+    digests = sample_digests(samples) if digests is None else digests
     return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
+
+
+def batching_fingerprint(samples: Sequence[Sample], batch_size: int, digests: Sequence[str] | None = None) -> str:
+    """'<batch size>:<SHA-256 over the samples in order>': what TensorRT's order-dependent
+    histograms (entropy2) depend on beyond :func:`data_fingerprint`."""
+    digests = sample_digests(samples) if digests is None else digests
+    return f"{batch_size}:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()

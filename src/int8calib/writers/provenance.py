@@ -34,6 +34,7 @@ KINDS = {
     "method": ("method", "params", "algorithm"),
     "preprocessing": ("preprocess",),
     "data": ("data_sha256",),
+    "batch size or order": ("batching",),  # only methods that follow TensorRT's order record it
 }
 
 
@@ -45,11 +46,13 @@ def provenance_dict(
     data_sha256: str | None,
     algorithm: str | None = None,
     samples: int | None = None,
+    batching: str | None = None,
 ) -> dict:
     """The provenance record of an output (JSON-serialisable).
 
     ``params`` should hold every method parameter with defaults filled in, so that
-    spelling out a default does not count as a change.
+    spelling out a default does not count as a change. ``batching`` (batch size and the
+    samples' order) is recorded for methods whose result depends on it (entropy2).
     """
     record = {
         "format": FORMAT,
@@ -61,6 +64,8 @@ def provenance_dict(
         "preprocess": preprocess,
         "data_sha256": data_sha256,
     }
+    if batching is not None:
+        record["batching"] = batching
     if samples is not None:
         record["samples"] = int(samples)
     return record
