@@ -2,7 +2,9 @@
 
 Each worker process builds its own ONNX Runtime session and collects one shard
 (:func:`int8calib.batching.shard`); the parent merges the histograms in shard order.
-Counts are integers and min/max exact, so the result is bit-identical to one process.
+Counts are integers and min/max exact, so the result is bit-identical to one process; every
+worker starts TensorRT's histograms from the whole data's first batch, so those merge into
+what one sequential run gives.
 Workers are started with ``spawn``: ONNX Runtime and the histogram threads are not
 fork-safe.
 """

@@ -3,12 +3,13 @@
 Histograms are keyed on the float32 bit pattern of |x| (exponent plus the top
 ``mantissa_bits`` of the mantissa), so bins do not depend on a running range: the
 counts of a calibration set are the same whatever the batch size, order or sharding,
-and ``merge(a, b)`` equals collecting a and b together. Methods re-bin them to
-TensorRT's 2048 linear bins over [0, max |x|] when they run.
+and ``merge(a, b)`` equals collecting a and b together. Beside them, each tensor keeps
+TensorRT's own histogram (:class:`TrtHistogram`), which follows the batches as TensorRT's.
 """
 
 from .histogram import DEFAULT_MANTISSA_BITS, Statistics, TensorHistogram, merge
 from .io import load, save
+from .trt_histogram import TrtHistogram
 
 
 def __getattr__(name):
@@ -19,4 +20,4 @@ def __getattr__(name):
         return StatsCollector
     raise AttributeError(f"module 'int8calib.stats' has no attribute {name!r}")
 
-__all__ = ["DEFAULT_MANTISSA_BITS", "Statistics", "StatsCollector", "TensorHistogram", "load", "merge", "save"]
+__all__ = ["DEFAULT_MANTISSA_BITS", "Statistics", "StatsCollector", "TensorHistogram", "TrtHistogram", "load", "merge", "save"]
