@@ -63,23 +63,27 @@ def _search(h, levels, eps):  # pragma: no cover - compiled by _kernel()
     moments = np.zeros(SERIES + 1)  # sums over the bins with larger counts, see below
     odd = np.zeros(n)  # small counts that are not integers (re-binned histograms), one log each
     n_odd = 0
-    for j in range(levels - 1):
-        if h[j] != 0:
-            if h[j] < SMALL and h[j] == np.floor(h[j]):
-                small[int(h[j])] += 1
-            elif h[j] < SMALL:
-                odd[n_odd] = h[j]
+    inserted = 0  # bins 0 .. inserted - 1 are in small / odd / moments
+    for i in range(levels, n + 1):
+        while inserted < i - 1:  # bins 0 .. i - 2: all of P but its last bin, which carries the tail
+            v = h[inserted]
+            inserted += 1
+            if v == 0:
+                continue
+            if v < SMALL and v == np.floor(v):
+                small[int(v)] += 1
+            elif v < SMALL:
+                odd[n_odd] = v
                 n_odd += 1
             else:
-                lg = np.log(h[j])
-                moments[0] += h[j] * lg
+                lg = np.log(v)
+                moments[0] += v * lg
                 moments[1] += 1.0 + lg
-                inv = 1.0 / h[j]
+                inv = 1.0 / v
                 power = inv
                 for k in range(2, SERIES + 1):
                     moments[k] += power
                     power *= inv
-    for i in range(levels, n + 1):
         p_last = h[i - 1] + (total - cum[i])
         p_zeros = (i - 1 - nonzero[i - 1]) + (1 if p_last == 0 else 0)
         if p_zeros == i:
@@ -96,24 +100,7 @@ def _search(h, levels, eps):  # pragma: no cover - compiled by _kernel()
         p_sum = (total - p_shift * (i - p_zeros)) + eps * p_zeros
         q_sum = (cum[i] - q_shift * (i - q_zeros)) + eps * q_zeros
         # sum of ps log ps over P's non-zero bins: sum (h - a) log(h - a) / p_sum - log(p_sum) * sum ps,
-        # with a = p_shift the same for every bin of this candidate (see _running_plogp).
-        if i > levels:
-            j = i - 2  # the bin that joined the first i - 1 since the last candidate
-            if h[j] != 0:
-                if h[j] < SMALL and h[j] == np.floor(h[j]):
-                    small[int(h[j])] += 1
-                elif h[j] < SMALL:
-                    odd[n_odd] = h[j]
-                    n_odd += 1
-                else:
-                    lg = np.log(h[j])
-                    moments[0] += h[j] * lg
-                    moments[1] += 1.0 + lg
-                    inv = 1.0 / h[j]
-                    power = inv
-                    for k in range(2, SERIES + 1):
-                        moments[k] += power
-                        power *= inv
+        # with a = p_shift the same for every bin of this candidate (see the docstring).
         f = moments[0] - p_shift * moments[1]
         term = p_shift
         for k in range(2, SERIES + 1):
