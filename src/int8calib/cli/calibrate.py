@@ -27,7 +27,8 @@ def register(sub) -> None:
     method = p.add_argument_group("method")
     method.add_argument(
         "--method", default="entropy2",
-        help="entropy2 (default), entropy, minmax, percentile, mse, legacy, or 'all' to compute every method "
+        help="entropy2 (default; TensorRT's, follows the batches), entropy2-stable (any batching), entropy, minmax, "
+        "percentile, mse, legacy, or 'all' to compute every method "
         "from one pass, print a comparison table and write one cache per method (docs/methods.md)",
     )
     method.add_argument("--percentile", type=float, metavar="P", help="percentile method: keep P %% of |x| (default 99.99)")
