@@ -122,7 +122,7 @@ def main() -> None:
 
         calibrator = Calibrator(str(data), runner.inputs, None, a.batch)
         t = time.perf_counter()
-        stats = collect_statistics(calibrator, runner)
+        stats = collect_statistics(calibrator.loader, runner)
         t_collect = (time.perf_counter() - t) / a.batches
 
     per_tensor_us = (t_one - t_kernel) / tensors * 1e6

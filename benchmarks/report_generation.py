@@ -44,7 +44,7 @@ def main() -> None:
         runner = ActivationRunner(shared / "models" / "efficientnet_lite0.onnx")
         calibrator = Calibrator(str(listing), runner.inputs, "efficientnet-lite", 32)
         t0 = time.perf_counter()
-        stats = collect_statistics(calibrator, runner)
+        stats = collect_statistics(calibrator.loader, runner)
         t1 = time.perf_counter()
         ranges = method_ranges(stats, "entropy2", compute_ranges("entropy2", stats))
         t2 = time.perf_counter()

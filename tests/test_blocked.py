@@ -108,7 +108,7 @@ def _statistics(model, data, any_layout: bool, tamper=None):
     if tamper:
         tamper(runner)
     calibrator = Calibrator(str(data), runner.inputs, None, 8)
-    return runner, collect_statistics(calibrator, runner, max_memory=3 * 4 * 9000)  # sub-batches too
+    return runner, collect_statistics(calibrator.loader, runner, max_memory=3 * 4 * 9000)  # sub-batches too
 
 
 def _assert_same(a, b):

@@ -105,7 +105,7 @@ def test_which_tensors_are_derivable():
 def _collect(model, data, derive: bool, tensors=None, batch_size=32, max_memory=None):
     runner = ActivationRunner(model, tensors=tensors, derive=derive)
     calibrator = Calibrator(str(data), runner.inputs, None, batch_size)
-    return runner, collect_statistics(calibrator, runner, max_memory=max_memory)
+    return runner, collect_statistics(calibrator.loader, runner, max_memory=max_memory)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ OLD = "TRT-8601-MinMaxCalibration\ninput: 3c010204\nconv: 3c010204\nrelu: 3c0102
 # Runs the CLI after arming a fault: "<function> <n> <signal>" sends the signal on the n-th call.
 DRIVER = """
 import os, signal, sys
-import int8calib.util.atomic as atomic, int8calib.calibrator as calibrator
+import int8calib.util.atomic as atomic, int8calib.runner.onnxrt as onnxrt
 target, n, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
 calls = [0]
 def armed(real):
@@ -40,8 +40,8 @@ if target == "replace":
     atomic.os.replace = armed(os.replace)
 elif target == "fsync":
     atomic.os.fsync = armed(os.fsync)
-elif target == "get_batch":
-    calibrator.Calibrator.get_batch = armed(calibrator.Calibrator.get_batch)
+elif target == "run":  # an ONNX Runtime run of the calibration pass
+    onnxrt.ActivationRunner.run = armed(onnxrt.ActivationRunner.run)
 from int8calib.cli import main
 sys.exit(main(sys.argv[4:]))
 """
@@ -127,7 +127,7 @@ def test_sigkill_at_random_moments(ws, new_cache):
 
 @pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
 def test_ctrl_c_and_sigterm_exit_cleanly(ws, sig, code, word):
-    proc = run_armed(ws, "get_batch", 2, sig)
+    proc = run_armed(ws, "run", 2, sig)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"int8calib: {word}{' (SIGTERM)' if sig == 'SIGTERM' else ''}; no file was left half-written"
     assert (ws / "c.txt").read_text() == OLD

@@ -64,3 +64,50 @@ def test_progress_bars_only_on_a_terminal_and_not_when_quiet(monkeypatch):
     log.configure(quiet=True)
     assert log.progress(items) is items
     log.configure()
+
+
+# The collection stage sits below the calibrator and the API: it may import only these.
+COLLECTION_IMPORTS = {"sources", "batching", "runner", "stats", "methods", "util", "errors", "collection"}
+
+
+def _int8calib_imports(path):
+    """Every int8calib module ``path`` imports, at any depth (functions, TYPE_CHECKING blocks too)."""
+    import ast
+
+    package = "int8calib." + ".".join(path.relative_to(path.parents[1]).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.update(f"{module}.{a.name}" for a in node.names)  # a name may be a submodule
+    return {m for m in found if m.split(".")[0] == "int8calib"}
+
+
+def test_collection_imports_downward_only():
+    from pathlib import Path
+
+    import int8calib
+
+    folder = Path(int8calib.__file__).parent / "collection"
+    modules = sorted(folder.glob("*.py"))
+    assert {p.name for p in modules} >= {"__init__.py", "calibration_pass.py", "gather.py", "steps.py", "warmup.py", "workers.py"}
+    for path in modules:
+        imported = _int8calib_imports(path)
+        assert imported, path
+        upward = sorted(m for m in imported if m.split(".")[1] not in COLLECTION_IMPORTS)
+        assert not upward, f"collection/{path.name} imports {upward}"
+
+
+@pytest.mark.parametrize("module", ["collection", "collection.calibration_pass", "collection.gather",
+                                    "collection.steps", "collection.warmup", "collection.workers"])
+def test_collection_modules_import_first_without_the_calibrator(module):
+    """Imported first in a fresh interpreter (where a cycle would fail), nothing above the stage loads."""
+    code = (
+        f"import sys, int8calib.{module}; "
+        "print(sorted(m for m in ('int8calib.calibrator', 'int8calib.api', 'int8calib.cli') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -2,7 +2,7 @@
 
 The data flows one way, one subpackage per stage::
 
-    sources -> preprocess -> batching -> runner -> stats -> methods -> writers
+    sources -> preprocess -> batching -> runner -> collection -> stats -> methods -> writers
 
 Public names load lazily so ``import int8calib`` stays cheap.
 """

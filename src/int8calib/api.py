@@ -108,7 +108,8 @@ def calibrate(
         result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
         base = stats.meta
     else:
-        from .calibrator import Calibrator, gather_statistics, run_calibrator
+        from .calibrator import Calibrator, run_calibrator
+        from .collection import gather_statistics
 
         if model is None or data is None:
             raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
@@ -139,7 +140,7 @@ def calibrate(
         base = calibrator.provenance()
         meta = _statistics_meta(model, calibrator, base)
         if method == ALL:
-            result = CalibrationResult({}, method, "", gather_statistics(calibrator, runner, meta, max_memory, workers, names))
+            result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names))
             result.samples = int(result.statistics.meta.get("samples", 0))
         else:
             result = run_calibrator(calibrator, runner, trt_version, meta, max_memory=max_memory, workers=workers)
@@ -288,7 +289,8 @@ def collect(
     fit, and the merged file equals one run over all the data.
     """
     from .batching import BatchLoader, parse_shard, shard as take_shard
-    from .calibrator import Calibrator, gather_statistics
+    from .calibrator import Calibrator
+    from .collection import gather_statistics
 
     runner = _runner_spec(model, providers, tensors, workers)
     calibrator = Calibrator(
@@ -303,9 +305,13 @@ def collect(
         part = take_shard(calibrator.loader.samples, k, n)
         if not part:
             raise Int8CalibError(f"shard {k}/{n} is empty: only {len(calibrator.loader.samples)} samples")
+        whole = calibrator.loader.samples
         calibrator.loader.samples = part
         meta["shard"] = [k, n]
-    stats = gather_statistics(calibrator, runner, meta, max_memory, workers)
+    else:
+        whole = None
+    # TensorRT's histograms start from the whole data's first batch in every shard (merge is exact).
+    stats = gather_statistics(calibrator.loader, runner, meta, max_memory, workers, first_samples=whole)
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")
     if calibrator.skipped:

@@ -1,6 +1,6 @@
 """The calibrator object: TensorRT's IInt8Calibrator protocol in plain Python.
 
-TensorRT drives a calibrator like this, and so does :func:`run_calibrator`::
+TensorRT drives a calibrator like this, and :func:`run_calibrator` follows the same steps::
 
     cache = calibrator.read_calibration_cache()
     if cache is valid (its provenance sidecar matches): use it, touch no data
@@ -10,9 +10,10 @@ TensorRT drives a calibrator like this, and so does :func:`run_calibrator`::
         compute thresholds with calibrator.get_algorithm()
         calibrator.write_calibration_cache(cache)
 
-Here the batches are host numpy arrays and the "network" is ONNX Runtime; the
-TensorRT adapter (``int8calib.tensorrt``) reuses these classes and copies batches to
-the GPU instead.
+Here the batches are host numpy arrays and the "network" is ONNX Runtime: the pass over
+them is :mod:`int8calib.collection`, which reads the calibrator's loader (the batches
+``get_batch`` serves) directly. The TensorRT adapter (``int8calib.tensorrt``) reuses
+these classes and copies batches to the GPU instead.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .batching import Batch, BatchLoader, FeedDictLoader
-from .collection import collect_statistics, warm_up_in_background
+from .collection import gather_statistics
 from .errors import CacheFormatError, Int8CalibError
 from .methods import compute_ranges, get as get_method
 from .preprocess import Preprocess
@@ -32,7 +33,6 @@ from .result import CalibrationResult
 from .runner import ActivationRunner, RunnerSpec
 from .runner.model import InputInfo, calibratable_tensors, load_model, model_fingerprint
 from .sources import FeedDictSource, Sample, resolve
-from .stats import Statistics
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, CalibrationCache, format_cache, parse_cache, warn_zero_tensors
 from .writers.provenance import check_output, provenance_dict, write_with_sidecar
@@ -268,30 +268,6 @@ class MinMaxCalibrator(Calibrator):
     method = "minmax"
 
 
-def gather_statistics(
-    calibrator: Calibrator,
-    runner: "ActivationRunner | RunnerSpec | Callable[[], ActivationRunner]",
-    meta: dict | None,
-    max_memory: "int | str | None",
-    workers: int,
-    methods: Sequence[str] = (),
-) -> Statistics:
-    """The statistics of every batch ``calibrator`` serves, in ``workers`` processes.
-
-    What ``methods`` compile and the histogram kernel load in a background thread, and the
-    first batch decodes while the runner's session is built.
-    """
-    warm_up_in_background(methods, histograms=workers == 1)
-    if workers > 1:
-        from .workers import collect_in_processes
-
-        return collect_in_processes(calibrator, runner, meta, workers, max_memory)
-    if not isinstance(runner, ActivationRunner):
-        calibrator.start_loading()
-        runner = runner()
-    return collect_statistics(calibrator, runner, meta, max_memory=max_memory)
-
-
 def run_calibrator(
     calibrator: Calibrator,
     runner: "ActivationRunner | RunnerSpec | Callable[[], ActivationRunner]",
@@ -313,7 +289,7 @@ def run_calibrator(
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
         return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
-    stats = gather_statistics(calibrator, runner, meta, max_memory, workers, [calibrator.method])
+    stats = gather_statistics(calibrator.loader, runner, meta, max_memory, workers, [calibrator.method])
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")
     amax = compute_ranges(calibrator.method, stats, **{**calibrator.method_params, **method_params})

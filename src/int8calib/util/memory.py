@@ -18,7 +18,7 @@ import sys
 # 11 within noise, at 0.6 instead of 1.1 GB peak RSS, flat over the run (docs/performance.md).
 DEFAULT_MAX_MEMORY = 256 << 20
 # ...up to this much for models of many small tensors, whose per-tensor Python cost per step
-# calls for steps of more samples (collection._StepSizer).
+# calls for steps of more samples (collection.steps._StepSizer).
 DEFAULT_MAX_MEMORY_SMALL_TENSORS = 1 << 30
 
 _M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h

@@ -13,36 +13,40 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-from .batching import BatchLoader, shard
-from .calibrator import Calibrator
-from .collection import collect_statistics, warm_up_in_background
-from .errors import Int8CalibError
-from .runner import RunnerSpec
-from .stats import Statistics, merge
+from ..batching import BatchLoader, FeedDictLoader, shard
+from ..errors import Int8CalibError
+from ..runner import RunnerSpec
+from ..stats import Statistics, merge
+from .calibration_pass import collect_statistics
+from .warmup import warm_up_in_background
 
 
-def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads):
+def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads, first):
     warm_up_in_background()
     runner = spec.build(intra_op_threads=threads)
-    calibrator = Calibrator(samples, inputs, preprocess, batch_size, skip_bad_images=skip_bad)
-    stats = collect_statistics(calibrator, runner, None, max_memory=max_memory, threads=threads, allow_empty=True)
-    return stats, list(calibrator.skipped)
+    loader = BatchLoader(samples, inputs, preprocess, batch_size, skip_bad)
+    stats = collect_statistics(
+        loader, runner, None, max_memory=max_memory, threads=threads, allow_empty=True, first_samples=first
+    )
+    return stats, list(loader.skipped)
 
 
 def collect_in_processes(
-    calibrator: Calibrator,
+    loader: "BatchLoader | FeedDictLoader",
     runner,
     meta: dict | None = None,
     workers: int = 2,
     max_memory: "int | str | None" = None,
+    first_samples=None,
 ) -> Statistics:
-    """Like :func:`collect_statistics`, split over ``workers`` processes.
+    """Like :func:`collect_statistics` over ``loader``, split over ``workers`` processes.
 
     ``runner`` is an :class:`ActivationRunner` built from a file or a :class:`RunnerSpec`.
-    ``max_memory`` applies to each worker.
+    ``max_memory`` applies to each worker. Samples a worker skipped are added to
+    ``loader.skipped``. Every worker takes TensorRT's starting ranges from the first batch of
+    ``first_samples`` (default: all of ``loader``'s), so the merged statistics equal one run.
     """
     spec = RunnerSpec.of(runner)
-    loader = calibrator.loader
     if not isinstance(loader, BatchLoader):
         raise Int8CalibError("--workers needs file data (a list, folder, glob or tensor file), not a data-loader script")
     parts = [p for p in (shard(loader.samples, k, workers) for k in range(1, workers + 1)) if p]
@@ -52,7 +56,7 @@ def collect_in_processes(
         futures = [
             pool.submit(
                 _collect_shard, spec, part, loader.inputs, loader.preprocess, loader.batch_size,
-                loader.skip_bad, max_memory, threads,
+                loader.skip_bad, max_memory, threads, list(first_samples or loader.samples)[: loader.batch_size],
             )
             for part in parts
         ]
