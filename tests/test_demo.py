@@ -47,8 +47,13 @@ def test_sqnr_db():
 def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("INT8CALIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    assert main(["demo", "-q"]) == 0
-    out = capsys.readouterr().out
+    assert main(["demo"]) == 0
+    printed = capsys.readouterr()
+    out = printed.out
+    assert printed.err.count("Q/DQ: ") == 1  # the written model's line, not again for the minmax baseline
+    nexts = [line for line in out.splitlines() if line.startswith("next: ")]
+    assert any("--int8 --calib=" in n and "8.x-10.0" in n for n in nexts) or any(n.startswith("next: TensorRT 1") for n in nexts)
+    assert any("efficientnet_lite0_qdq.onnx" in n for n in nexts)
     rows = {line.split()[0]: line for line in out.splitlines() if line and line.split()[0] in {n for *_, n in PHOTOS}}
     assert len(rows) == len(PHOTOS)
     # real ImageNet weights: FP32 recognises the unambiguous photos

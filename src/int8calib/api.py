@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import Int8CalibError
+from .fromcache import evaluate_cache, quantize_from_cache  # noqa: F401 (API: calibration cache -> Q/DQ model)
 from .methods import available, compute_all, get as get_method
 from .result import CalibrationResult
 from .stats import Statistics, load as load_statistics, save as save_statistics

@@ -155,10 +155,14 @@ def _cell(name: str, probability: float) -> str:
     return f"{name:<22} {probability:6.1%} "
 
 
-def quantize_model(model: onnx.ModelProto, amax: dict[str, float]) -> onnx.ModelProto:
-    from .writers.qdq import insert_qdq
+def quantize_model(model: onnx.ModelProto, amax: dict[str, float], log: bool = True) -> onnx.ModelProto:
+    """The Q/DQ model; ``log`` prints its "Q/DQ: N activation tensors" line (once per written model, not per baseline)."""
+    from .writers.qdq import build_qdq
 
-    return insert_qdq(model, amax)
+    qdq, summary = build_qdq(model, amax)
+    if log:
+        summary.log()
+    return qdq
 
 
 def write_demo_report(path: Path, result, evaluation: dict) -> bool:
@@ -221,7 +225,7 @@ def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "entropy2",
     baselines = {}
     if method != BASELINE_METHOD:
         # The simplest ranges, for scale: how much the method choice matters on this network.
-        baselines[BASELINE_METHOD] = _run(quantize_model(model, compute_ranges(BASELINE_METHOD, result.statistics)), x)
+        baselines[BASELINE_METHOD] = _run(quantize_model(model, compute_ranges(BASELINE_METHOD, result.statistics), log=False), x)
     seconds["compare"] = time.perf_counter() - t
     demo = DemoResult(photos, imagenet_classes(), fp32, int8, method, result.samples, outputs, seconds, baselines)
 

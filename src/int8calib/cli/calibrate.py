@@ -48,6 +48,18 @@ def register(sub) -> None:
     out.add_argument("--histograms", help="save the statistics (.npz) to switch methods later without rerunning")
     out.add_argument("--from-histograms", help="compute ranges from a saved statistics file instead of running the model")
 
+    imported = p.add_argument_group("from a calibration cache (TensorRT 8.x/10.x -> Q/DQ, see docs/migrating.md)")
+    imported.add_argument(
+        "--from-cache", metavar="FILE",
+        help="take the ranges from a calibration cache (TensorRT-written or ours) or a ranges JSON and write "
+        "them with --qdq, scales bit for bit as in the file; no --data needed",
+    )
+    imported.add_argument(
+        "--missing-ranges", choices=("fail", "float", "calibrate"), default="fail",
+        help="tensors the Q/DQ model needs that the file lacks: fail (default, exit 2 listing them), "
+        "float (their layers stay in float) or calibrate (only they, from --data)",
+    )
+
     qdq = p.add_argument_group("explicit quantization (Q/DQ model, see docs/qdq.md)")
     qdq.add_argument("--qdq", metavar="OUT.onnx", help="write the model with QuantizeLinear/DequantizeLinear nodes for TensorRT")
     qdq.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="int8", help="precision of the --qdq model (default int8)")
@@ -80,6 +92,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..util.log import logger
 
     data = data_from_args(args)
+    if args.from_cache is not None:
+        return _run_from_cache(args, data)
     if args.from_histograms is None and (args.model is None or data is None):
         raise Int8CalibError("calibrate needs MODEL and --data (or --data-loader-script), or --from-histograms FILE")
     result = calibrate(
@@ -126,6 +140,41 @@ def run_calibrate(args: argparse.Namespace) -> int:
             len(mixed.kept), mixed.agreement, mixed.int8_agreement, mixed.samples,
             f"\n  --layerPrecisions={mixed.layer_precisions}" if mixed.kept else "",
         )
+    model = args.model or (result.statistics.meta.get("model") if result.statistics else None)
+    _log_next_steps(model, args.cache if args.method != "all" else None, args.qdq if args.precision == "int8" else None)
+    return 0
+
+
+def _log_next_steps(model, cache, qdq) -> None:
+    from ..routes import installed_tensorrt, next_steps
+    from ..util.log import logger
+
+    for line in next_steps(model, cache, qdq, installed_tensorrt()):
+        logger.info("next: %s", line)
+
+
+def _run_from_cache(args: argparse.Namespace, data) -> int:
+    """``--from-cache FILE --qdq OUT``: the cache's ranges as a Q/DQ model (fromcache.quantize_from_cache)."""
+    from ..errors import Int8CalibError
+    from ..fromcache import quantize_from_cache
+
+    clashes = [
+        opt for opt, value in (
+            ("--from-histograms", args.from_histograms), ("--cache", args.cache), ("--ranges", args.ranges),
+            ("--histograms", args.histograms), ("--report", args.report), ("--accuracy-budget", args.accuracy_budget),
+        ) if value is not None
+    ]
+    if args.precision != "int8":
+        clashes.append("--precision " + args.precision)
+    if clashes:
+        raise Int8CalibError(f"--from-cache writes a Q/DQ model only; drop {', '.join(clashes)}")
+    if args.model is None or args.qdq is None:
+        raise Int8CalibError("--from-cache needs MODEL and --qdq OUT.onnx")
+    quantize_from_cache(
+        args.model, args.from_cache, args.qdq, args.missing_ranges, data, args.preprocess, args.method,
+        args.batch_size, args.exclude_nodes, args.exclude_op_types, args.providers, **_method_params(args),
+    )
+    _log_next_steps(args.model, None, args.qdq)
     return 0
 
 

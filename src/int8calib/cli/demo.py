@@ -37,5 +37,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"{what:>6}: {path}")
     s = result.seconds
     print(f"\n{s['total']:.1f} s in all (calibration {s['calibrate']:.1f} s)")
-    print(f"next: trtexec --onnx={result.outputs['model']} --int8 --calib={result.outputs['cache']}")
+    from ..routes import installed_tensorrt, next_steps
+
+    for line in next_steps(result.outputs["model"], result.outputs["cache"], result.outputs["qdq"], installed_tensorrt()):
+        print(f"next: {line}")
     return 0

@@ -15,7 +15,13 @@ def register(sub) -> None:
         "output SQNR and max abs error, and with --labels the top-1/top-5 accuracy of both.",
     )
     p.add_argument("--fp32", required=True, help="the float ONNX model")
-    p.add_argument("--int8", required=True, help="the quantized (Q/DQ) or reduced-precision ONNX model")
+    quantized = p.add_mutually_exclusive_group(required=True)
+    quantized.add_argument("--int8", help="the quantized (Q/DQ) or reduced-precision ONNX model")
+    quantized.add_argument("--cache", help="a calibration cache (TensorRT-written or ours): measured as the Q/DQ model "
+                           "calibrate --from-cache would write, without writing it")
+    quantized.add_argument("--ranges", help="a dynamic-range JSON {tensor: amax}, measured like --cache")
+    p.add_argument("--missing-ranges", choices=("fail", "float"), default="fail",
+                   help="with --cache/--ranges: tensors the file lacks fail (default) or stay in float")
     p.add_argument("--data", required=True, help="list file, directory (images or .npy/.npz), glob, .npy or .npz")
     p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
@@ -60,11 +66,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import sys
 
     from ..evaluate import evaluate
+    from ..fromcache import evaluate_cache
 
-    result = evaluate(
-        args.fp32, args.int8, args.data, args.preprocess, args.labels, args.batch_size,
-        args.per_layer, args.output, args.json, args.providers,
-    )
+    common = (args.data, args.preprocess, args.labels, args.batch_size, args.per_layer, args.output, args.json, args.providers)
+    if args.int8 is not None:
+        result = evaluate(args.fp32, args.int8, *common)
+    else:
+        result = evaluate_cache(args.fp32, args.cache or args.ranges, *common, missing=args.missing_ranges)
     shown = 10**9 if args.verbose else LAYERS_SHOWN
     print(format_report(result.to_dict(), shown), file=sys.stdout)
     return 0

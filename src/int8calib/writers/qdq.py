@@ -175,12 +175,16 @@ def build_qdq(
     exclude_nodes: str | None = None,
     exclude_op_types: Iterable[str] = (),
     keep_float: Iterable[str] = (),
+    scales: Mapping[str, float] | None = None,
 ) -> tuple[onnx.ModelProto, QdqSummary]:
     """A copy of ``model`` with Q/DQ nodes, and what was done.
 
     ``exclude_nodes`` is a regular expression searched in node names; ``exclude_op_types``
     op types kept in float; ``keep_float`` node ids kept in float by mixed precision.
+    ``scales`` gives float32 activation scales to write as they are, bit for bit, instead
+    of ``amax / 127`` (a calibration cache's own numbers); ``amax`` must still hold those tensors.
     """
+    scales = scales or {}
     try:
         pattern = re.compile(exclude_nodes) if exclude_nodes else None
     except re.error as exc:
@@ -272,7 +276,8 @@ def build_qdq(
         key = (kind, tensor, axis)
         if key not in replaced:
             if kind == "act":
-                scale = numpy_helper.from_array(np.array(amax[tensor] / 127.0, np.float32), fresh(f"{tensor}_scale"))
+                value = scales[tensor] if tensor in scales else amax[tensor] / 127.0
+                scale = numpy_helper.from_array(np.array(value, np.float32), fresh(f"{tensor}_scale"))
                 zp = scalar_zero
                 q_out, dq_out = fresh(f"{tensor}_QuantizeLinear"), fresh(f"{tensor}_DequantizeLinear")
                 pair = [
@@ -330,6 +335,7 @@ def insert_qdq(
     exclude_op_types: Iterable[str] = (),
     precision: str = "int8",
     keep_float: Iterable[str] = (),
+    scales: Mapping[str, float] | None = None,
 ) -> onnx.ModelProto:
     """The model TensorRT should build at ``precision``: a Q/DQ model for int8, float16 for fp16, the input for fp32."""
     if precision not in PRECISIONS:
@@ -338,7 +344,7 @@ def insert_qdq(
         return model
     if precision == "fp16":
         return to_fp16(model)
-    qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep_float)
+    qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep_float, scales)
     summary.log()
     return qdq
 
