@@ -143,7 +143,12 @@ def calibrate(
             result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names))
             result.samples = int(result.statistics.meta.get("samples", 0))
         else:
-            result = run_calibrator(calibrator, runner, trt_version, meta, max_memory=max_memory, workers=workers)
+            # TensorRT's histograms cost a second pass in the kernel: collected when entropy2 / entropy
+            # need them now, or statistics are kept for later (--histograms, --report).
+            keep = histograms is not None or report is not None or None
+            result = run_calibrator(
+                calibrator, runner, trt_version, meta, max_memory=max_memory, workers=workers, trt_histograms=keep
+            )
             result.by_method = {method: result.amax}  # searched (and the cache written) already, or reused
         result.skipped = list(calibrator.skipped)
         if calibrator.skipped:

@@ -277,9 +277,13 @@ def run_calibrator(
     *,
     max_memory: "int | str | None" = None,
     workers: int = 1,
+    trt_histograms: bool | None = None,
     **method_params,
 ) -> CalibrationResult:
     """Drive ``calibrator`` the way TensorRT's builder does, with ONNX Runtime as the network.
+
+    ``trt_histograms`` (default: when the method reads them) keeps TensorRT's histograms in
+    the statistics returned, for switching to entropy2 later.
 
     ``runner`` may be a function that builds it (a :class:`RunnerSpec` is one), so a
     reused cache never loads the model into ONNX Runtime. ``workers > 1`` collects in
@@ -290,7 +294,11 @@ def run_calibrator(
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
         return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
-    stats = gather_statistics(calibrator.loader, runner, meta, max_memory, workers, [calibrator.method])
+    if trt_histograms is None:  # only the methods that follow TensorRT's order read them
+        trt_histograms = get_method(calibrator.method).ordered
+    stats = gather_statistics(
+        calibrator.loader, runner, meta, max_memory, workers, [calibrator.method], trt_histograms=trt_histograms
+    )
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")
     amax = compute_ranges(calibrator.method, stats, **{**calibrator.method_params, **method_params})

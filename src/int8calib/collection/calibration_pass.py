@@ -68,6 +68,7 @@ def collect_statistics(
     allow_empty: bool = False,
     batches: Iterator[Batch] | None = None,
     first_samples: Sequence[Sample] | None = None,
+    trt_histograms: bool = True,
 ) -> Statistics:
     """Run every batch of ``loader`` through ``runner`` and histogram the activations.
 
@@ -85,6 +86,7 @@ def collect_statistics(
     several steps, its steps run once more for their maxima first. ``first_samples`` (a
     shard's or worker's whole data set) gives the first batch to take the ranges from
     instead of the loader's own, so that merged parts equal one sequential run.
+    ``trt_histograms`` False leaves TensorRT's histograms out (no method asked for needs them).
     """
     limit_malloc_arenas()  # before the threads below allocate: keeps peak RSS flat over long runs
     names = [i.name for i in runner.inputs]
@@ -92,7 +94,9 @@ def collect_statistics(
     fixed = loader.fixed_batch
     # Relu / Clip(0, hi) outputs the runner did not expose: their inputs are counted by sign.
     derived = getattr(runner, "derived", {})
-    collector = StatsCollector(signed={source for source, _ in derived.values()}, derived=derived)
+    collector = StatsCollector(
+        signed={source for source, _ in derived.values()}, derived=derived, trt_histograms=trt_histograms
+    )
     first_batch = None
     if first_samples is not None and isinstance(loader, BatchLoader):
         whole = BatchLoader(first_samples[: loader.batch_size], loader.inputs, loader.preprocess,
@@ -103,7 +107,7 @@ def collect_statistics(
     try:
         for number, batch in enumerate(iter(loader) if batches is None else batches):
             _check_inputs(batch, names)
-            if number == 0 and (first_batch is not None or not _one_step(batch, sizer, fixed)):
+            if number == 0 and trt_histograms and (first_batch is not None or not _one_step(batch, sizer, fixed)):
                 collector.set_first_batch(_first_batch_ranges(first_batch or batch, runner, sizer, fixed))
             for step, (feeds, n) in enumerate(_steps(batch, sizer, fixed)):
                 padded = next(iter(feeds.values())).shape[0]

@@ -23,12 +23,13 @@ from .calibration_pass import collect_statistics
 from .warmup import warm_up_in_background
 
 
-def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads, first):
+def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads, first, trt):
     warm_up_in_background()
     runner = spec.build(intra_op_threads=threads)
     loader = BatchLoader(samples, inputs, preprocess, batch_size, skip_bad)
     stats = collect_statistics(
-        loader, runner, None, max_memory=max_memory, threads=threads, allow_empty=True, first_samples=first
+        loader, runner, None, max_memory=max_memory, threads=threads, allow_empty=True, first_samples=first,
+        trt_histograms=trt,
     )
     return stats, list(loader.skipped)
 
@@ -40,6 +41,7 @@ def collect_in_processes(
     workers: int = 2,
     max_memory: "int | str | None" = None,
     first_samples=None,
+    trt_histograms: bool = True,
 ) -> Statistics:
     """Like :func:`collect_statistics` over ``loader``, split over ``workers`` processes.
 
@@ -59,6 +61,7 @@ def collect_in_processes(
             pool.submit(
                 _collect_shard, spec, part, loader.inputs, loader.preprocess, loader.batch_size,
                 loader.skip_bad, max_memory, threads, list(first_samples or loader.samples)[: loader.batch_size],
+                trt_histograms,
             )
             for part in parts
         ]

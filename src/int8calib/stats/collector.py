@@ -65,12 +65,14 @@ class StatsCollector:
         mantissa_bits: int = DEFAULT_MANTISSA_BITS,
         signed: Collection[str] = (),
         derived: Mapping[str, tuple[str, float]] | None = None,
+        trt_histograms: bool = True,
     ):
         if not 0 <= mantissa_bits <= 12:
             raise ValueError("mantissa_bits must be in 0..12")
         self.mantissa_bits = mantissa_bits
         self.signed = frozenset(signed)
         self.derived = dict(derived or {})
+        self.trt_histograms = trt_histograms  # False: only the order-free statistics (faster)
         self._outputs_of: dict[str, list[tuple[str, float]]] = {}
         for name, (source, hi) in self.derived.items():
             self._outputs_of.setdefault(source, []).append((name, f32(hi)))
@@ -117,6 +119,8 @@ class StatsCollector:
 
     def _ready(self, name: str, new_batch: bool) -> TrtHistogram | None:
         """TensorRT's histogram of ``name`` if it has a range to bin into (else the slow path starts it)."""
+        if not self.trt_histograms:
+            return None
         trt = self._trt.get(name)
         if trt is None and name in self._first:
             trt = self._trt[name] = TrtHistogram.starting_at(self._first[name])
@@ -146,7 +150,7 @@ class StatsCollector:
                 "(check the input data and preprocessing)"
             )
         h.min, h.max = ordered_min(h.min, lo), ordered_max(h.max, hi)
-        if lo > hi:  # no values
+        if lo > hi or not self.trt_histograms:  # no values, or no TensorRT histograms wanted
             return
         flat = value.reshape(-1)
         # What the pass could not bin (no range yet, or values past it): widen the range, bin the rest.
