@@ -119,27 +119,3 @@ def test_linear_bins_are_the_float32_division(values, upper):
     expected = np.bincount(np.minimum(q.astype(np.int64), 2047), minlength=2048)
     np.testing.assert_array_equal(counts, expected)
     assert clamped == int(np.count_nonzero(q >= 2048))
-
-
-@settings(max_examples=100, deadline=None)
-@given(hnp.arrays(np.float32, st.integers(1, 200), elements=st.floats(-50, 50, width=32)), st.floats(0.5, 60, width=32))
-def test_one_pass_equals_the_separate_passes(values, upper):
-    # accumulate_with_trt bins |x| and clip(x, 0, 6) up to where a value passes a range;
-    # the separate kernels, given the same values, give the same counts.
-    from int8calib.stats.kernels import accumulate_with_trt, bin_linear
-
-    upper = float(np.float32(upper))
-    counts, lin, clin = np.zeros(512 << 8, np.int64), np.zeros(2048, np.int64), np.zeros(2048, np.int64)
-    lo, hi, finite, stop, edge, cstop, cedge = accumulate_with_trt(
-        values, counts, 8, True, (lin, upper), (clin, upper, 6.0)
-    )
-    ref = np.zeros(512 << 8, np.int64)  # keyed with the sign bit
-    assert (lo, hi, finite) == accumulate_checked(values, ref, 8, True) and np.array_equal(counts, ref)
-    a = np.abs(values)
-    assert stop == (int(np.argmax(a > upper)) if (a > upper).any() else values.size)
-    y = np.minimum(np.maximum(values, 0), np.float32(6))
-    assert cstop == (int(np.argmax(y > upper)) if (y > upper).any() else values.size)
-    for got, kept, expect_edge, clip in ((lin, values[:stop], edge, None), (clin, values[:cstop], cedge, 6.0)):
-        separate = np.zeros(2048, np.int64)
-        assert bin_linear(kept, separate, upper / 2048, clip) == expect_edge
-        np.testing.assert_array_equal(got, separate)

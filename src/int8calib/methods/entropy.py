@@ -225,8 +225,11 @@ def kl_bins(counts: np.ndarray, eps: float = EPSILON) -> int:
 
 
 def trt_threshold(counts: np.ndarray, width: float) -> float:
-    """amax = (i + 0.5) * width, in float32 as TensorRT computes it."""
-    return float(np.float32(kl_bins(counts) + 0.5) * np.float32(width))
+    """amax = (i + 0.5) * width, in float32 as TensorRT computes it (capped at the largest
+    float32: a range within a bin of it would round to infinity)."""
+    with np.errstate(over="ignore"):
+        amax = np.float32(kl_bins(counts) + 0.5) * np.float32(width)
+    return float(min(amax, np.finfo(np.float32).max))
 
 
 def _trt_histogram(hist: TensorHistogram):
@@ -255,7 +258,7 @@ def entropy2_stable(hist: TensorHistogram) -> float:
     if hist.amax <= 0:
         return 0.0
     counts, edges = hist.linear(BINS)
-    return f32((kl_bins(counts) + 0.5) * f32(edges[1]))
+    return trt_threshold(counts, f32(edges[1]))
 
 
 @register("entropy", algorithm="EntropyCalibration", prepare=_kernel, ordered=True)

@@ -117,32 +117,10 @@ class StatsCollector:
                 self._signed_counts[name] = np.zeros(512 << self.mantissa_bits, np.int64)
         return h
 
-    def _ready(self, name: str, new_batch: bool) -> TrtHistogram | None:
-        """TensorRT's histogram of ``name`` if it has a range to bin into (else the slow path starts it)."""
-        if not self.trt_histograms:
-            return None
-        trt = self._trt.get(name)
-        if trt is None and name in self._first:
-            trt = self._trt[name] = TrtHistogram.starting_at(self._first[name])
-        if trt is None or trt.range <= 0:
-            return None
-        if new_batch:
-            trt.new_batch()
-        return trt
-
     def _add(self, name: str, h: TensorHistogram, value: np.ndarray, batch: int, new_batch: bool = True) -> None:
         signed = self._signed_counts.get(name)
         counts = h.counts if signed is None else signed
-        outputs = self._outputs_of.get(name, ())
-        trt = self._ready(name, new_batch)
-        out_name, out_hi = outputs[0] if outputs else (None, None)
-        out = self._ready(out_name, new_batch) if outputs else None
-        # One pass: the bit-pattern counts, min/max and, where ranges are known, TensorRT's histograms.
-        lo, hi, finite, stop, edge, out_stop, out_edge = _kernels().accumulate_with_trt(
-            value, counts, self.mantissa_bits, signed is not None,
-            None if trt is None else (trt.counts, trt.range),
-            None if out is None else (out.counts, out.range, out_hi),
-        )
+        lo, hi, finite = _kernels().accumulate_checked(value, counts, self.mantissa_bits, signed is not None)
         if not finite:
             bad = int(value.size - np.count_nonzero(np.isfinite(value)))
             raise Int8CalibError(
@@ -152,20 +130,9 @@ class StatsCollector:
         h.min, h.max = ordered_min(h.min, lo), ordered_max(h.max, hi)
         if lo > hi or not self.trt_histograms:  # no values, or no TensorRT histograms wanted
             return
-        flat = value.reshape(-1)
-        # What the pass could not bin (no range yet, or values past it): widen the range, bin the rest.
-        if trt is not None:
-            trt.add_counts(edge)
-        if trt is None or stop < flat.size:
-            rest = flat if trt is None else flat[stop:]
-            self._add_trt(name, rest, max(abs(lo), abs(hi)), new_batch and trt is None)
-        for i, (output, clip_hi) in enumerate(outputs):
-            done = out is not None and i == 0
-            if done:
-                out.add_counts(out_edge)
-            if not done or out_stop < flat.size:
-                rest = flat[out_stop:] if done else flat
-                self._add_trt(output, rest, min(max(hi, 0.0), clip_hi), new_batch and not done, clip_hi)
+        self._add_trt(name, value, max(abs(lo), abs(hi)), new_batch)
+        for output, clip_hi in self._outputs_of.get(name, ()):
+            self._add_trt(output, value, min(max(hi, 0.0), clip_hi), new_batch, clip_hi)
 
     def collect(self, activations: Mapping[str, np.ndarray], samples: int = 0, new_batch: bool = True) -> None:
         """Add one batch of activations (``new_batch`` False: more of the current batch);

@@ -100,124 +100,56 @@ def accumulate_signed(values: np.ndarray, signed_counts: np.ndarray, mantissa_bi
 
 
 @njit(nogil=True, cache=True)
+def _linear_bin(x, inv_width, clip_hi, clipped):  # pragma: no cover - compiled
+    if clipped:
+        x = min(max(x, np.float32(0)), clip_hi)  # Relu / Clip(0, clip_hi) output
+    else:
+        x = abs(x)
+    return min(int(np.float32(np.float64(x) * inv_width)), 2048)  # 2048: at the upper edge
+
+
+@njit(nogil=True, cache=True)
 def _bin_linear(values, counts, inv_width, clip_hi, clipped):  # pragma: no cover - compiled
-    # TensorRT's calibration histogram: bin floor(|x| / width) in float32, clamped to the
-    # top bin. ``clipped``: the values are a Relu / Clip(0, clip_hi) input, binned as that
-    # output (x <= 0 becomes 0, x > clip_hi becomes clip_hi).
-    top = counts.size - 1
+    # TensorRT's calibration histogram: bin floor(|x| / width) in float32, clamped to the top
+    # bin. Four copies of the counts, one per value of each group of four: runs of values in
+    # one bin (Relu zeros) do not wait on each other's increments (0.99 -> 1.64 G values/s on
+    # Relu-like data). Bin 2048 of each copy counts the values at the upper edge.
+    lanes = np.zeros((4, counts.size + 1), np.int32)  # one call bins < 2^31 values
+    n = values.size
+    m = n - n % 4
+    for i in range(0, m, 4):
+        lanes[0, _linear_bin(values[i], inv_width, clip_hi, clipped)] += 1
+        lanes[1, _linear_bin(values[i + 1], inv_width, clip_hi, clipped)] += 1
+        lanes[2, _linear_bin(values[i + 2], inv_width, clip_hi, clipped)] += 1
+        lanes[3, _linear_bin(values[i + 3], inv_width, clip_hi, clipped)] += 1
+    for i in range(m, n):
+        lanes[0, _linear_bin(values[i], inv_width, clip_hi, clipped)] += 1
     at_top = 0
-    for i in range(values.size):
-        v = values[i]
-        if clipped:
-            if not v > 0:
-                v = np.float32(0)
-            elif v > clip_hi:
-                v = clip_hi
-        else:
-            v = abs(v)
-        b = int(np.float32(np.float64(v) * inv_width))
-        if b >= top:
-            if b > top:
-                at_top += 1
-            b = top
-        counts[b] += 1
+    for j in range(4):
+        for k in range(counts.size):
+            counts[k] += lanes[j, k]
+        counts[counts.size - 1] += lanes[j, counts.size]
+        at_top += lanes[j, counts.size]
     return at_top
 
 
 def bin_linear(values: np.ndarray, counts: np.ndarray, width: float, clip_hi: float | None = None) -> int:
     """Add |values| (``clip_hi`` given: ``min(max(x, 0), clip_hi)``) to TensorRT's linear
-    histogram ``counts`` of bin width ``width`` (float32); values must not exceed the range.
+    histogram ``counts`` (2048 bins) of bin width ``width`` (float32); no value may exceed the
+    range, 2048 widths (finite values only).
 
-    Returns how many values fell at or past the upper edge (bin ``len(counts)``) and were
-    clamped into the top bin: :meth:`TrtHistogram.double` needs them.
+    Returns how many values fell at the upper edge (bin 2048) and were clamped into the top
+    bin: :meth:`TrtHistogram.double` needs them.
     """
     flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
     if flat.size == 0:
         return 0
     hi = np.float32(np.inf if clip_hi is None else clip_hi)
-    return int(_bin_linear(flat, counts, 1.0 / max(float(np.float32(width)), _TINY), hi, clip_hi is not None))
-
-
-def _inverse_width(upper: float) -> float:
-    """1 / (upper / 2048), the bin width rounded to float32 first as TensorRT's is (0: no range)."""
-    return 1.0 / max(float(np.float32(np.float32(upper) / np.float32(2048))), _TINY) if upper > 0 else 0.0
+    inverse = 1.0 / max(float(np.float32(width)), _TINY)
+    return int(_bin_linear(flat, counts, inverse, hi, clip_hi is not None))
 
 
 _TINY = 2.0**-149  # the smallest float32: a range below 2048 of it would give a zero width
-
-
-@njit(nogil=True, cache=True)
-def _accumulate_trt(values, counts, shift, mask, lin, inv, upper, clin, cinv, cupper, chi):  # pragma: no cover
-    # _accumulate and _bin_linear in one pass over the values (one read of memory): |x| into
-    # ``lin`` (TensorRT's histogram of this tensor, range ``upper``) and, when ``cupper`` > 0,
-    # min(max(x, 0), chi) into ``clin`` (that of a Relu / Clip output derived from it). A value
-    # past a range stops that histogram there (its index is returned): the caller widens the
-    # range and bins the rest. A range <= 0 means: none here.
-    ints = values.view(np.int32)
-    lo = np.int32(0x7FFFFFFF)
-    hi = np.int32(-0x7FFFFFFF - 1)
-    n = ints.size
-    top = lin.size - 1
-    stop = n if upper > 0 else 0
-    cstop = n if cupper > 0 else 0
-    edge = 0
-    cedge = 0
-    for i in range(n):
-        b = ints[i]
-        counts[(np.uint32(b) & mask) >> shift] += 1
-        o = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
-        if o > hi or o < lo:
-            hi = max(hi, o)
-            lo = min(lo, o)
-        x = values[i]
-        if i < stop:
-            v = abs(x)
-            if not v <= upper:  # past the range (or NaN): the caller takes it from here
-                stop = i
-            else:
-                k = int(np.float32(np.float64(v) * inv))
-                if k > top:
-                    k = top
-                    edge += 1
-                lin[k] += 1
-        if i < cstop:
-            y = x if x > 0 else np.float32(0)
-            if y > chi:
-                y = chi
-            if not y <= cupper:
-                cstop = i
-            else:
-                k = int(np.float32(np.float64(y) * cinv))
-                if k > top:
-                    k = top
-                    cedge += 1
-                clin[k] += 1
-    return lo, hi, stop, edge, cstop, cedge
-
-
-_NO_HISTOGRAM = np.zeros(2048, np.int64)  # stands in for an absent histogram (range 0: never written)
-
-
-def accumulate_with_trt(values, counts, mantissa_bits: int, signed: bool, trt=None, clipped=None):
-    """:func:`accumulate_checked` and TensorRT's histograms in one pass.
-
-    ``trt``: (counts, range) of |x|; ``clipped``: (counts, range, hi) of min(max(x, 0), hi);
-    either None. Returns (min, max, finite, stop, edge, clipped stop, clipped edge): each
-    histogram holds the values before its ``stop`` (all of them: the size), ``edge`` of them
-    clamped at its upper edge.
-    """
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-    if flat.size == 0:
-        return float("inf"), float("-inf"), True, 0, 0, 0, 0
-    lin, upper = (trt[0], float(trt[1])) if trt is not None else (_NO_HISTOGRAM, 0.0)
-    clin, cupper, chi = (clipped[0], float(clipped[1]), clipped[2]) if clipped is not None else (_NO_HISTOGRAM, 0.0, 0.0)
-    lo, hi, stop, edge, cstop, cedge = _accumulate_trt(
-        flat, counts, np.uint32(23 - mantissa_bits), np.uint32(_SIGNED if signed else _ABS),
-        lin, _inverse_width(upper), np.float32(upper),
-        clin, _inverse_width(cupper), np.float32(cupper), np.float32(chi),
-    )
-    lo, hi, finite = _decode_min_max(flat, lo, hi)
-    return lo, hi, finite, int(stop), int(edge), int(cstop), int(cedge)
 
 
 @njit(nogil=True, cache=True)
@@ -249,6 +181,5 @@ def warm_up() -> None:
     bin_linear(np.zeros(1, np.float32), np.zeros(2048, np.int64), 1.0)
     bin_linear(np.zeros(1, np.float32), np.zeros(2048, np.int64), 1.0, 6.0)
     min_max(np.zeros(1, np.float32))
-    accumulate_with_trt(np.zeros(1, np.float32), np.zeros(256 << 8, np.int64), 8, False,
-                        (np.zeros(2048, np.int64), 1.0), (np.zeros(2048, np.int64), 1.0, 6.0))
+
 
