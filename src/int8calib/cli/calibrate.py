@@ -52,7 +52,12 @@ def register(sub) -> None:
     qdq.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="int8", help="precision of the --qdq model (default int8)")
     qdq.add_argument("--exclude-nodes", metavar="REGEX", help="keep nodes whose name matches REGEX in float")
     qdq.add_argument("--exclude-op-types", nargs="+", default=(), metavar="OP", help="keep these op types in float")
-    qdq.add_argument("--accuracy-budget", type=float, metavar="PCT", help="keep the most sensitive layers in float until top-1 agreement loss <= PCT points (1 sample in 5 held out)")
+    qdq.add_argument("--accuracy-budget", type=float, metavar="PCT", help="keep the most sensitive layers in float until top-1 agreement loss <= PCT points (1 sample in 5 held out); "
+                     "needs a scores output [N, classes]")
+    qdq.add_argument("--min-sqnr", type=float, metavar="DB", help="keep the most sensitive layers in float until the held-out "
+                     "output SQNR is >= DB (any float output; 1 sample in 5 held out)")
+    qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr "
+                     "(default: the first floating-point output)")
 
     report = p.add_argument_group("report")
     report.add_argument(
@@ -100,6 +105,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         workers=args.workers,
         qdq=args.qdq, precision=args.precision, exclude_nodes=args.exclude_nodes,
         exclude_op_types=args.exclude_op_types, accuracy_budget=args.accuracy_budget,
+        min_sqnr=args.min_sqnr, output=args.output,
         report=args.report,
         reuse_cache=args.reuse_cache,
         **_method_params(args),
@@ -120,12 +126,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
         )
     mixed = result.quantization
     if mixed is not None:
+        measured = (
+            f"held-out SQNR of '{mixed.output}' {_db(mixed.sqnr_db)} dB (all INT8 {_db(mixed.int8_sqnr_db)} dB"
+            if mixed.min_sqnr is not None
+            else f"held-out top-1 agreement {mixed.agreement:.2f} % (all INT8 {mixed.int8_agreement:.2f} %"
+        )
         logger.info(
-            "mixed precision: %d layer(s) in float, held-out top-1 agreement %.2f %% (all INT8 %.2f %%, %d samples)%s",
-            len(mixed.kept), mixed.agreement, mixed.int8_agreement, mixed.samples,
+            "mixed precision: %d layer(s) in float, %s, %d samples)%s", len(mixed.kept), measured, mixed.samples,
             f"\n  --layerPrecisions={mixed.layer_precisions}" if mixed.kept else "",
         )
     return 0
+
+
+def _db(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.2f}"
 
 
 def _method_params(args: argparse.Namespace) -> dict:

@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--labels", help="TSV/CSV with 'file' and 'class_index' columns (matched on file name)")
-    p.add_argument("--output", help="model output to compare (default: the first)")
+    p.add_argument("--output", help="model output to compare (default: the first floating-point output)")
     p.add_argument("--per-layer", action="store_true", help="SQNR of every quantized tensor against FP32, worst first")
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
@@ -38,12 +38,14 @@ def format_report(result: dict, layers_shown: int = LAYERS_SHOWN) -> str:
 
     sqnr = result["sqnr_db"]
     lines = [
+        f"output             {result['output']}" if result.get("output") else None,
         f"samples            {result['n']}",
         f"top-1 agreement    {pct('top1_agreement')}",
         f"top-5 overlap      {pct('top5_overlap')}",
         f"output SQNR        {'inf' if sqnr is None else f'{sqnr:.2f}'} dB",
         f"max abs error      {result['max_abs_error']:.4g}",
     ]
+    lines = [line for line in lines if line is not None]
     if result.get("fp32_top1") is not None:
         lines.append(f"top-1 accuracy     fp32 {pct('fp32_top1')}   int8 {pct('int8_top1')}")
         lines.append(f"top-5 accuracy     fp32 {pct('fp32_top5')}   int8 {pct('int8_top5')}")
