@@ -62,6 +62,7 @@ def calibrate(
     accuracy_budget: float | None = None,
     min_sqnr: float | None = None,
     output: str | None = None,
+    batch_axes: "dict[str, int | None] | None" = None,
     report: "str | Path | None" = None,
     reuse_cache: str = "auto",
     tensors: Sequence[str] | None = None,
@@ -93,7 +94,8 @@ def calibrate(
     ``tensors`` limits the statistics to those tensors (default: every tensor a TensorRT
     cache needs, or only the Q/DQ model's activation inputs when that model is the only output); ``max_memory`` caps the activations one ONNX Runtime run may hold
     (bytes or '1.5G'); ``workers`` collects in that many processes. None of them changes
-    the statistics of a tensor (docs/performance.md).
+    the statistics of a tensor (docs/performance.md). ``batch_axes`` ({input: axis or None})
+    declares inputs' batch axes where the model's shapes do not tell (docs/inputs.md).
     """
     names = available() if method == ALL else [method]
     for name in names:
@@ -130,12 +132,12 @@ def calibrate(
 
             tensors = activation_tensors(load_model(model, load_external_data=False))
         runner = _runner_spec(model, providers, tensors, workers)
-        inputs = _inputs(model)
+        inputs = _inputs(model, batch_axes)
         if budgeted:
             from .evaluate.mixed import split_holdout
             from .sources import resolve
 
-            data, holdout = split_holdout(resolve(data, {i.name: len(i.shape) for i in inputs}, shuffle))
+            data, holdout = split_holdout(resolve(data, {i.name: i.layout for i in inputs}, shuffle))
             shuffle = None
             logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
         calibrator = Calibrator(
@@ -190,7 +192,7 @@ def calibrate(
             holdout = data
         result.quantization = export_model(
             source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
-            batch_size, providers, min_sqnr, output,
+            batch_size, providers, min_sqnr, output, batch_axes,
         )
     result.seconds = time.perf_counter() - start
     return result
@@ -210,6 +212,7 @@ def export_model(
     providers: Sequence[str] | None = None,
     min_sqnr: float | None = None,
     output: str | None = None,
+    batch_axes: "dict[str, int | None] | None" = None,
 ):
     """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ); with a budget (``accuracy_budget``
     points of top-1 agreement or ``min_sqnr`` dB of ``output``'s SQNR), choose the layers kept in float.
@@ -227,14 +230,14 @@ def export_model(
         from .calibrator import is_sample_list
         from .evaluate.mixed import choose_float_layers
         from .evaluate.outputs import check_budget
-        from .runner import model_inputs
+        from .runner.model import declare_batch_axes, model_inputs
         from .sources import resolve
 
         if precision != "int8":
             raise Int8CalibError(f"--accuracy-budget / --min-sqnr apply to --precision int8, not {precision}")
         check_budget(proto, output, accuracy_budget, min_sqnr)  # before the held-out data is read
-        inputs = model_inputs(proto)
-        samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: len(i.shape) for i in inputs})
+        inputs = declare_batch_axes(model_inputs(proto), batch_axes)
+        samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: i.layout for i in inputs})
         loader = BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
         mixed = choose_float_layers(
             proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers, min_sqnr, output
@@ -258,10 +261,10 @@ def _check_budget(model, output, accuracy_budget, min_sqnr) -> None:
     check_budget(load_model(model, load_external_data=False), output, accuracy_budget, min_sqnr)
 
 
-def _inputs(model) -> list:
-    from .runner.model import load_model, model_inputs
+def _inputs(model, batch_axes: "dict[str, int | None] | None" = None) -> list:
+    from .runner.model import declare_batch_axes, load_model, model_inputs
 
-    inputs = model_inputs(load_model(model, load_external_data=False))
+    inputs = declare_batch_axes(model_inputs(load_model(model, load_external_data=False)), batch_axes)
     if not inputs:
         raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")
     return inputs
@@ -309,6 +312,7 @@ def collect(
     tensors: Sequence[str] | None = None,
     max_memory: "int | str | None" = None,
     workers: int = 1,
+    batch_axes: "dict[str, int | None] | None" = None,
 ) -> Statistics:
     """Collect the statistics of ``data`` (or of shard K/N of it) and save them to ``output``.
 
@@ -322,7 +326,7 @@ def collect(
 
     runner = _runner_spec(model, providers, tensors, workers)
     calibrator = Calibrator(
-        data, _inputs(model), preprocess, batch_size, shuffle=shuffle, skip_bad_images=skip_bad_images, model=model,
+        data, _inputs(model, batch_axes), preprocess, batch_size, shuffle=shuffle, skip_bad_images=skip_bad_images, model=model,
     )
     # Fingerprint and list all the data before taking a shard: merged shards then equal one run.
     meta = _statistics_meta(model, calibrator, calibrator.provenance())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..writers.cache import DEFAULT_TRT_VERSION
-from .options import add_data_loader_script_option, data_from_args
+from .options import add_batch_axis_option, add_data_loader_script_option, batch_axes_from_args, data_from_args
 
 
 def register(sub) -> None:
@@ -23,6 +23,7 @@ def register(sub) -> None:
     data.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed")
     data.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
     add_data_loader_script_option(data)
+    add_batch_axis_option(data)
 
     method = p.add_argument_group("method")
     method.add_argument(
@@ -105,7 +106,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         workers=args.workers,
         qdq=args.qdq, precision=args.precision, exclude_nodes=args.exclude_nodes,
         exclude_op_types=args.exclude_op_types, accuracy_budget=args.accuracy_budget,
-        min_sqnr=args.min_sqnr, output=args.output,
+        min_sqnr=args.min_sqnr, output=args.output, batch_axes=batch_axes_from_args(args),
         report=args.report,
         reuse_cache=args.reuse_cache,
         **_method_params(args),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..util.memory import DEFAULT_MAX_MEMORY, DEFAULT_MAX_MEMORY_SMALL_TENSORS
+from .options import batch_axes_from_args
 
 
 def add_collection_options(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--shard", metavar="K/N", help="collect only the K-th of N disjoint parts of the data (1 <= K <= N)")
     p.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
     p.add_argument("-o", "--output", required=True, help="statistics file to write (.npz)")
+    from .options import add_batch_axis_option
+
+    add_batch_axis_option(p)
     add_collection_options(p)
 
     from . import add_output_options
@@ -50,6 +54,7 @@ def run_collect(args: argparse.Namespace) -> int:
 
     stats = collect(
         model=args.model, data=args.data, preprocess=args.preprocess, output=args.output, shard=args.shard,
+        batch_axes=batch_axes_from_args(args),
         batch_size=args.batch_size, providers=args.providers, shuffle=args.shuffle,
         skip_bad_images=args.skip_bad_images, tensors=args.tensors, max_memory=args.max_memory, workers=args.workers,
     )

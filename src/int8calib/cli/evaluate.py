@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--labels", help="TSV/CSV with 'file' and 'class_index' columns (matched on file name)")
     p.add_argument("--output", help="model output to compare (default: the first floating-point output)")
+    from .options import add_batch_axis_option
+
+    add_batch_axis_option(p)
     p.add_argument("--per-layer", action="store_true", help="SQNR of every quantized tensor against FP32, worst first")
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
@@ -62,10 +65,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import sys
 
     from ..evaluate import evaluate
+    from .options import batch_axes_from_args
 
     result = evaluate(
         args.fp32, args.int8, args.data, args.preprocess, args.labels, args.batch_size,
-        args.per_layer, args.output, args.json, args.providers,
+        args.per_layer, args.output, args.json, args.providers, batch_axes_from_args(args),
     )
     shown = 10**9 if args.verbose else LAYERS_SHOWN
     print(format_report(result.to_dict(), shown), file=sys.stdout)

@@ -143,14 +143,15 @@ def evaluate(
     output: str | None = None,
     json_path: "str | Path | None" = None,
     providers: Sequence[str] | None = None,
+    batch_axes: "dict[str, int | None] | None" = None,
 ) -> Evaluation:
     """Run ``fp32`` and ``int8`` over ``data`` and compare their outputs (the API of ``int8calib evaluate``)."""
     fp32_proto, int8_proto = load_model(fp32), load_model(int8)
     output = _check_output(fp32_proto, int8_proto, output)  # before any data is read
-    from ..runner import model_inputs
+    from ..runner.model import declare_batch_axes, model_inputs
 
-    inputs = model_inputs(fp32_proto)
-    samples = resolve(data, {i.name: len(i.shape) for i in inputs})
+    inputs = declare_batch_axes(model_inputs(fp32_proto), batch_axes)
+    samples = resolve(data, {i.name: i.layout for i in inputs})
     pre = Preprocess.load(preprocess) if preprocess is not None else None
     loader = BatchLoader(samples, inputs, pre, batch_size)
     table = read_labels(labels) if labels is not None else None
