@@ -30,7 +30,7 @@ def register(sub) -> None:
     )
     p.add_argument("model", help="the ONNX model")
     p.add_argument("--data", required=True, help="calibration list file, directory (images or .npy/.npz), glob, .npy or .npz")
-    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
+    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo, ppocr-det, ppocr-rec) or a JSON spec file")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32); results do not depend on it")
     p.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed (same seed in every shard)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")

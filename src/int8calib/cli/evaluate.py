@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--fp32", required=True, help="the float ONNX model")
     p.add_argument("--int8", required=True, help="the quantized (Q/DQ) or reduced-precision ONNX model")
     p.add_argument("--data", required=True, help="list file, directory (images or .npy/.npz), glob, .npy or .npz")
-    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
+    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo, ppocr-det, ppocr-rec) or a JSON spec file")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--labels", help="TSV/CSV with 'file' and 'class_index' columns (matched on file name)")
     p.add_argument("--output", help="model output to compare (default: the first floating-point output)")
