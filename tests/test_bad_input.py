@@ -197,14 +197,21 @@ def test_several_inputs_npz_missing_one(ws, capsys):
     assert "batch.npz" in line and "'b'" in line
 
 
-def test_dynamic_dims_the_data_cannot_fix(ws, capsys):
-    """Model [N,3,H,W], spec resizes the shorter side only: images of two aspect ratios cannot batch."""
+def test_dynamic_dims_batch_in_groups_of_equal_shape(ws, capsys):
+    """Model [N,3,H,W], spec resizes the shorter side only: images of two aspect ratios are batched
+    in groups of equal shape (#16), no longer refused; the statistics equal batch size 1's."""
+    from int8calib.stats import load
+
     model = make_model(ws / "dyn.onnx", input_shape=("N", 3, "H", "W"))
-    write_spec(ws / "spec.json", crop=None) if False else (ws / "spec.json").write_text(
-        json.dumps({"resize": SIZE, "mean": [127.0] * 3, "std": [128.0] * 3}))
-    Image.new("RGB", (24, 12)).save(ws / "imgs" / "wide.png")
-    line = calibrate(ws, capsys, model=model)
-    assert "input 'input'" in line and "different shapes" in line
+    (ws / "spec.json").write_text(json.dumps({"resize": SIZE, "mean": [127.0] * 3, "std": [128.0] * 3}))
+    Image.new("RGB", (24, 12), (200, 10, 60)).save(ws / "imgs" / "wide.png")
+    calibrate(ws, capsys, "--method", "minmax", model=model, expect=0)
+    grouped = load(ws / "out" / "h.npz")
+    calibrate(ws, capsys, "--method", "minmax", "--batch-size", "1", model=model, expect=0)
+    single = load(ws / "out" / "h.npz")
+    assert grouped.meta["samples"] == single.meta["samples"] >= 2
+    for name, hist in single.tensors.items():
+        assert np.array_equal(grouped.tensors[name].counts, hist.counts), name
 
 
 def test_fixed_dims_the_spec_does_not_produce(ws, capsys):

@@ -61,6 +61,9 @@ def calibrate(
     exclude_nodes: str | None = None,
     exclude_op_types: Sequence[str] = (),
     accuracy_budget: float | None = None,
+    min_sqnr: float | None = None,
+    output: str | None = None,
+    batch_axes: "dict[str, int | None] | None" = None,
     report: "str | Path | None" = None,
     reuse_cache: str = "auto",
     tensors: Sequence[str] | None = None,
@@ -80,7 +83,10 @@ def calibrate(
 
     ``qdq`` writes the model for ``precision`` (a Q/DQ model for int8); ``accuracy_budget``
     (percentage points of top-1 agreement) holds out 1 sample in 5 of ``data`` and keeps
-    the most sensitive layers in float until the loss on them is within the budget.
+    the most sensitive layers in float until the loss on them is within the budget;
+    ``min_sqnr`` (dB) does the same until the held-out SQNR of ``output`` (default: the first
+    float output) reaches it. Budget, output and precision are checked against the model
+    before any data is read.
 
     ``method="all"`` computes every method from the same statistics (never reusing a
     cache): ``result.by_method`` holds each one's ranges and ``cache`` / ``ranges`` are
@@ -89,42 +95,50 @@ def calibrate(
     ``tensors`` limits the statistics to those tensors (default: every tensor a TensorRT
     cache needs, or only the Q/DQ model's activation inputs when that model is the only output); ``max_memory`` caps the activations one ONNX Runtime run may hold
     (bytes or '1.5G'); ``workers`` collects in that many processes. None of them changes
-    the statistics of a tensor (docs/performance.md).
+    the statistics of a tensor (docs/performance.md). ``batch_axes`` ({input: axis or None})
+    declares inputs' batch axes where the model's shapes do not tell (docs/inputs.md).
     """
     names = available() if method == ALL else [method]
     for name in names:
         get_method(name)  # fail early on an unknown name
-    if method == ALL and (qdq is not None or accuracy_budget is not None):
-        raise Int8CalibError("--qdq and --accuracy-budget need one method; --method all writes caches and ranges only")
-    for output in (cache, ranges, histograms, report, qdq):
-        if output is not None and not Path(output).resolve().parent.is_dir():
-            raise Int8CalibError(f"{output}: the folder to write it in does not exist")
+    budgeted = accuracy_budget is not None or min_sqnr is not None
+    if method == ALL and (qdq is not None or budgeted):
+        raise Int8CalibError("--qdq, --accuracy-budget and --min-sqnr need one method; --method all writes caches and ranges only")
+    if budgeted and precision != "int8":
+        raise Int8CalibError(f"--accuracy-budget / --min-sqnr apply to --precision int8, not {precision}")
+    for written in (cache, ranges, histograms, report, qdq):
+        if written is not None and not Path(written).resolve().parent.is_dir():
+            raise Int8CalibError(f"{written}: the folder to write it in does not exist")
     start = time.perf_counter()
     holdout = None
     # Only a Q/DQ model wanted: statistics for its activation inputs are enough (and faster to collect).
-    qdq_only = (qdq is not None or accuracy_budget is not None) and not (cache or ranges or histograms or report)
+    qdq_only = (qdq is not None or budgeted) and not (cache or ranges or histograms or report)
     if from_histograms is not None:
         stats = load_statistics(from_histograms)
         result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
         base = stats.meta
+        if budgeted or output is not None:
+            _check_budget(model if model is not None else stats.meta.get("model"), output, accuracy_budget, min_sqnr)
     else:
         from .calibrator import Calibrator, run_calibrator
         from .collection import gather_statistics
 
         if model is None or data is None:
             raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
+        if budgeted or output is not None:
+            _check_budget(model, output, accuracy_budget, min_sqnr)
         if tensors is None and qdq_only:
             from .runner import load_model
             from .writers.qdq import activation_tensors
 
             tensors = activation_tensors(load_model(model, load_external_data=False))
         runner = _runner_spec(model, providers, tensors, workers)
-        inputs = _inputs(model)
-        if accuracy_budget is not None:
+        inputs = _inputs(model, batch_axes)
+        if budgeted:
             from .evaluate.mixed import split_holdout
             from .sources import resolve
 
-            data, holdout = split_holdout(resolve(data, {i.name: len(i.shape) for i in inputs}, shuffle))
+            data, holdout = split_holdout(resolve(data, {i.name: i.layout for i in inputs}, shuffle))
             shuffle = None
             logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
         calibrator = Calibrator(
@@ -173,18 +187,18 @@ def calibrate(
         stats = result.statistics
         chosen = "entropy2" if method == ALL else method
         write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen)
-    if qdq is not None or accuracy_budget is not None:
+    if qdq is not None or budgeted:
         source = model if model is not None else result.statistics.meta.get("model") if result.statistics else None
         if source is None or not Path(source).is_file():
             raise Int8CalibError(f"--qdq needs the model: give MODEL (the statistics name {source!r}, not found)")
         pre = preprocess if preprocess is not None or result.statistics is None else result.statistics.meta.get("preprocess")
-        if accuracy_budget is not None and holdout is None:
+        if budgeted and holdout is None:
             if data is None:
-                raise Int8CalibError("--accuracy-budget with --from-histograms needs --data: samples the statistics did not see")
+                raise Int8CalibError("--accuracy-budget / --min-sqnr with --from-histograms need --data: samples the statistics did not see")
             holdout = data
         result.quantization = export_model(
             source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
-            batch_size, providers,
+            batch_size, providers, min_sqnr, output, batch_axes,
         )
     result.seconds = time.perf_counter() - start
     return result
@@ -202,8 +216,12 @@ def export_model(
     preprocess=None,
     batch_size: int = 32,
     providers: Sequence[str] | None = None,
+    min_sqnr: float | None = None,
+    output: str | None = None,
+    batch_axes: "dict[str, int | None] | None" = None,
 ):
-    """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ); with a budget, choose the layers kept in float.
+    """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ); with a budget (``accuracy_budget``
+    points of top-1 agreement or ``min_sqnr`` dB of ``output``'s SQNR), choose the layers kept in float.
 
     Returns the :class:`~int8calib.evaluate.mixed.MixedPrecision` decision, or None without a budget.
     """
@@ -213,19 +231,23 @@ def export_model(
 
     proto = load_model(model)
     mixed = None
-    if accuracy_budget is not None:
+    if accuracy_budget is not None or min_sqnr is not None:
         from .batching import BatchLoader
         from .calibrator import is_sample_list
         from .evaluate.mixed import choose_float_layers
-        from .runner import model_inputs
+        from .evaluate.outputs import check_budget
+        from .runner.model import declare_batch_axes, model_inputs
         from .sources import resolve
 
         if precision != "int8":
-            raise Int8CalibError("--accuracy-budget applies to --precision int8")
-        inputs = model_inputs(proto)
-        samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: len(i.shape) for i in inputs})
+            raise Int8CalibError(f"--accuracy-budget / --min-sqnr apply to --precision int8, not {precision}")
+        check_budget(proto, output, accuracy_budget, min_sqnr)  # before the held-out data is read
+        inputs = declare_batch_axes(model_inputs(proto), batch_axes)
+        samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: i.layout for i in inputs})
         loader = BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
-        mixed = choose_float_layers(proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers)
+        mixed = choose_float_layers(
+            proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers, min_sqnr, output
+        )
         if mixed.kept:
             logger.info("trtexec --precisionConstraints=obey --layerPrecisions=%s", mixed.layer_precisions)
     if path is not None:
@@ -235,10 +257,20 @@ def export_model(
     return mixed
 
 
-def _inputs(model) -> list:
-    from .runner.model import load_model, model_inputs
+def _check_budget(model, output, accuracy_budget, min_sqnr) -> None:
+    """The budget flags against the model's outputs, before any data is read."""
+    from .evaluate.outputs import check_budget
+    from .runner import load_model
 
-    inputs = model_inputs(load_model(model, load_external_data=False))
+    if model is None or not Path(model).is_file():
+        raise Int8CalibError(f"--accuracy-budget / --min-sqnr need the model: give MODEL ({model!r} not found)")
+    check_budget(load_model(model, load_external_data=False), output, accuracy_budget, min_sqnr)
+
+
+def _inputs(model, batch_axes: "dict[str, int | None] | None" = None) -> list:
+    from .runner.model import declare_batch_axes, load_model, model_inputs
+
+    inputs = declare_batch_axes(model_inputs(load_model(model, load_external_data=False)), batch_axes)
     if not inputs:
         raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")
     return inputs
@@ -286,6 +318,7 @@ def collect(
     tensors: Sequence[str] | None = None,
     max_memory: "int | str | None" = None,
     workers: int = 1,
+    batch_axes: "dict[str, int | None] | None" = None,
 ) -> Statistics:
     """Collect the statistics of ``data`` (or of shard K/N of it) and save them to ``output``.
 
@@ -299,7 +332,7 @@ def collect(
 
     runner = _runner_spec(model, providers, tensors, workers)
     calibrator = Calibrator(
-        data, _inputs(model), preprocess, batch_size, shuffle=shuffle, skip_bad_images=skip_bad_images, model=model,
+        data, _inputs(model, batch_axes), preprocess, batch_size, shuffle=shuffle, skip_bad_images=skip_bad_images, model=model,
     )
     # Fingerprint and list all the data before taking a shard: merged shards then equal one run.
     meta = _statistics_meta(model, calibrator, calibrator.provenance())

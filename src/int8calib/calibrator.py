@@ -92,7 +92,7 @@ class Calibrator:
                 raise Int8CalibError(f"{data.origin} yields model inputs: a preprocessing spec does not apply to it")
             self.loader: BatchLoader | FeedDictLoader = FeedDictLoader(data, self.inputs, batch_size)
         else:
-            samples = data if is_sample_list(data) else resolve(data, {i.name: len(i.shape) for i in self.inputs}, shuffle)
+            samples = data if is_sample_list(data) else resolve(data, {i.name: i.layout for i in self.inputs}, shuffle)
             pre = Preprocess.load(preprocess) if preprocess is not None else None
             self.loader = BatchLoader(samples, self.inputs, pre, batch_size, skip_bad_images)
         self.cache_file = Path(cache_file) if cache_file is not None else None

@@ -131,6 +131,7 @@ def evaluate_cache(
     json_path: "str | Path | None" = None,
     providers: Sequence[str] | None = None,
     missing: str = "fail",
+    batch_axes: "dict[str, int | None] | None" = None,
 ) -> "Evaluation":
     """``evaluate`` of the Q/DQ model :func:`quantize_from_cache` would write, built in memory."""
     from .evaluate import evaluate
@@ -138,4 +139,6 @@ def evaluate_cache(
     if missing == "calibrate":
         raise Int8CalibError("evaluate takes --missing-ranges fail or float (calibrating needs calibration data)")
     imported = quantize_from_cache(fp32, ranges_file, None, missing)
-    return evaluate(fp32, imported.model, data, preprocess, labels, batch_size, per_layer, output, json_path, providers)
+    return evaluate(
+        fp32, imported.model, data, preprocess, labels, batch_size, per_layer, output, json_path, providers, batch_axes
+    )

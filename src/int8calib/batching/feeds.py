@@ -1,7 +1,9 @@
 """Batches from a feed-dict source (``--data-loader-script``).
 
-Each feed dict the loader yields becomes one batch as it is: the statistics are exact
-merges over rows, so they do not depend on how the loader chose to batch. A model with
+Each feed dict the loader yields becomes one batch as it is (Polygraphy's semantics): the
+statistics are exact merges over rows, so they do not depend on how the loader chose to batch.
+Its batch size is counted along each input's batch axis (``InputInfo.batch_axis``, docs/inputs.md);
+an input without one (a scalar sample rate, a fixed table) is fed as the dict gives it. A model with
 a fixed batch axis gets short batches zero-padded (``Batch.n`` counts the real rows),
 as with file data.
 """
@@ -60,17 +62,20 @@ class FeedDictLoader:
                     raise Int8CalibError(f"{where}: input '{info.name}' is not an array ({exc})") from None
                 if arr.dtype.kind not in "biuf":
                     raise Int8CalibError(f"{where}: input '{info.name}' has non-numeric type {arr.dtype}")
-                if len(info.shape) and arr.ndim == len(info.shape) - 1:
-                    arr = arr[None]  # one sample without its batch axis
+                if info.batch_axis is not None and len(info.shape) and arr.ndim == len(info.shape) - 1:
+                    arr = np.expand_dims(arr, info.batch_axis)  # one sample without its batch axis
                 arrays[info.name] = arr
-            rows = {a.shape[0] if a.ndim else None for a in arrays.values()}
-            if len(rows) != 1 or None in rows:
-                shapes = {k: list(v.shape) for k, v in arrays.items()}
-                raise Int8CalibError(f"{where}: arrays disagree on the batch size (axis 0): {shapes}")
-            n = rows.pop()
+            batched = [i for i in self.inputs if i.batch_axis is not None]
+            rows = {
+                arrays[i.name].shape[i.batch_axis] if arrays[i.name].ndim > i.batch_axis else None for i in batched
+            }
+            if len(rows) > 1 or None in rows:
+                shapes = {i.name: f"{list(arrays[i.name].shape)} (batch axis {i.batch_axis})" for i in batched}
+                raise Int8CalibError(f"{where}: arrays disagree on the batch size: {shapes}")
+            n = rows.pop() if rows else 1  # no input has a batch axis: the dict is one sample
             if n == 0:
                 continue
             if self.fixed_batch is not None and n > self.fixed_batch:
                 raise Int8CalibError(f"{where}: batch of {n} rows; the model's batch size is fixed at {self.fixed_batch}")
             feeds = {info.name: fit_batch(info, arrays[info.name], self.fixed_batch, where) for info in self.inputs}
-            yield Batch(feeds, n, [])
+            yield Batch(feeds, n, [], {i.name: i.batch_axis for i in self.inputs})

@@ -4,12 +4,20 @@ The last partial batch is used as it is: dropping it or padding it with zeros wo
 bias the statistics. A model whose batch axis is fixed gets its batch padded with
 zeros; ``Batch.n`` says how many rows are real so the padding stays out of the
 statistics.
+
+Samples are stacked along each input's batch axis (``InputInfo.batch_axis``); an input
+without one is fed as it is. Samples of different shapes (or different values of an input
+without a batch axis) are batched within groups of equal shape, never padded: a group is
+emitted when it holds ``batch_size`` samples, and while more than ``MAX_PENDING_BATCHES``
+batches' worth of samples wait in partial groups the largest one is emitted as it is, so
+memory stays bounded. Data of one shape gives exactly the batches of consecutive samples.
 """
 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -23,11 +31,28 @@ from ..util.log import logger
 from .prefetch import prefetch
 
 
+MAX_PENDING_BATCHES = 4  # samples held in partial groups of equal shape, in batches
+
+
 @dataclass
 class Batch:
-    feeds: dict[str, np.ndarray]  # input name -> array with the batch on axis 0
+    feeds: dict[str, np.ndarray]  # input name -> array with the batch on its batch axis
     n: int  # real samples; rows n: are padding
     samples: list[Sample]
+    axes: dict[str, int | None] = field(default_factory=dict)  # batch axis of each input (absent: 0; None: none)
+
+    def rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The feeds of samples ``start:stop``; inputs without a batch axis as they are."""
+        out = {}
+        for name, value in self.feeds.items():
+            axis = self.axes.get(name, 0)
+            if axis is None:
+                out[name] = value
+            else:
+                index = [slice(None)] * value.ndim
+                index[axis] = slice(start, stop)
+                out[name] = value[tuple(index)]
+        return out
 
 
 class BatchLoader:
@@ -113,48 +138,68 @@ class BatchLoader:
             raise Int8CalibError(f"{sample}: tensor file not found") from None
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise Int8CalibError(f"{sample}: cannot read tensor file ({exc})") from None
-        return {
-            name: np.array(a if sample.index is None else a[sample.index]) for name, a in arrays.items()
-        }
+        out = {}
+        for info in self.inputs:
+            a = arrays[info.name]
+            if sample.index is not None and info.batch_axis is not None:
+                a = np.take(a, sample.index, axis=info.batch_axis)  # row ``index`` of a batch file
+            out[info.name] = np.array(a)
+        return out
 
     def __iter__(self) -> Iterator[Batch]:
         return prefetch(self._load_batches(), self.prefetch)
 
     def _load_batches(self) -> Iterator[Batch]:
-        for start in range(0, len(self.samples), self.batch_size):
-            chunk = self.samples[start : start + self.batch_size]
-            rows, used = [], []
-            for sample in chunk:
-                try:
-                    rows.append(self.load_sample(sample))
-                except Int8CalibError as exc:
-                    if not self.skip_bad:
-                        raise
-                    self.skipped.append(str(exc))
-                    logger.debug("skipped: %s", exc)
-                    continue
-                used.append(sample)
-            if not rows:
+        groups: dict[tuple, tuple[list, list]] = {}  # equal-shape groups, in order of first appearance
+        pending = 0
+        for sample in self.samples:
+            try:
+                row = self.load_sample(sample)
+            except Int8CalibError as exc:
+                if not self.skip_bad:
+                    raise
+                self.skipped.append(str(exc))
+                logger.debug("skipped: %s", exc)
                 continue
+            for info in self.inputs:
+                _check_sample_shape(info, row[info.name], sample)
+            key = self._group_key(row)
+            rows, used = groups.setdefault(key, ([], []))
+            rows.append(row)
+            used.append(sample)
+            pending += 1
+            if len(rows) == self.batch_size:
+                del groups[key]
+            elif pending >= MAX_PENDING_BATCHES * self.batch_size:  # bound memory: emit the largest group
+                key = max(groups, key=lambda k: len(groups[k][0]))
+                rows, used = groups.pop(key)
+            else:
+                continue
+            pending -= len(rows)
             yield self._stack(rows, used)
+        for rows, used in groups.values():
+            yield self._stack(rows, used)
+
+    def _group_key(self, row: dict[str, np.ndarray]) -> tuple:
+        """Samples batch together when every input has the same shape, and inputs without a
+        batch axis the same value."""
+        key = []
+        for info in self.inputs:
+            value = row[info.name]
+            key.append(value.shape)
+            if info.batch_axis is None:
+                key.append(hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest())
+        return tuple(key)
 
     def _stack(self, rows: list[dict[str, np.ndarray]], used: list[Sample]) -> Batch:
         feeds = {}
-        n = len(rows)
         for info in self.inputs:
-            for row, sample in zip(rows, used):
-                _check_sample_shape(info, row[info.name], sample)
-            try:
-                arr = np.stack([r[info.name] for r in rows])
-            except ValueError:
-                shapes = sorted({str(list(r[info.name].shape)) for r in rows})
-                other = next(s for r, s in zip(rows, used) if r[info.name].shape != rows[0][info.name].shape)
-                raise Int8CalibError(
-                    f"input '{info.name}': samples of different shapes {', '.join(shapes)} in one batch "
-                    f"(first: {used[0]}; differs: {other})"
-                ) from None
+            if info.batch_axis is None:
+                arr = rows[0][info.name]  # the same in every row of the group
+            else:
+                arr = np.stack([r[info.name] for r in rows], axis=info.batch_axis)
             feeds[info.name] = fit_batch(info, arr, self.fixed_batch, used[0])
-        return Batch(feeds, n, used)
+        return Batch(feeds, len(rows), used, {i.name: i.batch_axis for i in self.inputs})
 
 
 def fixed_batch_size(inputs: Sequence[InputInfo]) -> int | None:
@@ -164,13 +209,15 @@ def fixed_batch_size(inputs: Sequence[InputInfo]) -> int | None:
 
 
 def fit_batch(info: InputInfo, arr: np.ndarray, fixed_batch: int | None, origin) -> np.ndarray:
-    """``arr`` (batch on axis 0) cast to the input's type, checked against its shape and
-    zero-padded to ``fixed_batch`` rows; ``origin`` names the data in error messages."""
+    """``arr`` (batch on the input's batch axis) cast to the input's type, checked against its shape
+    and zero-padded to ``fixed_batch`` rows; ``origin`` names the data in error messages."""
     arr = arr.astype(info.dtype, copy=False)
     _check_shape(info, arr, origin)
-    if fixed_batch is not None and arr.shape[0] < fixed_batch:
-        pad = np.zeros((fixed_batch - arr.shape[0], *arr.shape[1:]), arr.dtype)
-        arr = np.concatenate([arr, pad])
+    axis = info.batch_axis
+    if fixed_batch is not None and axis is not None and arr.shape[axis] < fixed_batch:
+        pad_shape = list(arr.shape)
+        pad_shape[axis] = fixed_batch - arr.shape[axis]
+        arr = np.concatenate([arr, np.zeros(pad_shape, arr.dtype)], axis=axis)
     return arr
 
 
@@ -179,16 +226,19 @@ def _check_sample_shape(info: InputInfo, arr: np.ndarray, sample: Sample) -> Non
     so a bad file among many is named even when it is not the first of its batch."""
     if not len(info.shape):
         return
-    if arr.ndim != len(info.shape) - 1:
+    want_shape = info.sample_shape()
+    if arr.ndim != len(want_shape):
         raise Int8CalibError(
             f"input '{info.name}': sample of shape {list(arr.shape)} does not match the model's {list(info.shape)} "
-            f"(from {sample})"
+            + (f"without batch axis {info.batch_axis} " if info.batch_axis is not None else "(no batch axis) ")
+            + f"(from {sample})"
         )
-    for axis, (want, have) in enumerate(zip(info.shape[1:], arr.shape), start=1):
+    for axis, (want, have) in enumerate(zip(want_shape, arr.shape)):
         if isinstance(want, int) and want > 0 and want != have:
             raise Int8CalibError(
                 f"input '{info.name}': sample of shape {list(arr.shape)} does not match the model's "
-                f"{list(info.shape)} on axis {axis} (from {sample})"
+                f"{list(info.shape)} on axis {axis if info.batch_axis is None or axis < info.batch_axis else axis + 1} "
+                f"(from {sample})"
             )
 
 
@@ -197,7 +247,9 @@ def _check_shape(info: InputInfo, arr: np.ndarray, first) -> None:
         raise Int8CalibError(
             f"input '{info.name}': data of shape {list(arr.shape)} does not match the model's {list(info.shape)} (from {first})"
         )
-    for axis, (want, have) in enumerate(zip(info.shape[1:], arr.shape[1:]), start=1):
+    for axis, (want, have) in enumerate(zip(info.shape, arr.shape)):
+        if axis == info.batch_axis:
+            continue
         if isinstance(want, int) and want > 0 and want != have:
             raise Int8CalibError(
                 f"input '{info.name}': data of shape {list(arr.shape)} does not match the model's "

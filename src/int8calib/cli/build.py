@@ -24,7 +24,7 @@ def register(sub) -> None:
     data = p.add_argument_group("calibration (int8 / best)")
     data.add_argument("--cache", help="calibration cache: reused when valid, written after calibrating")
     data.add_argument("--data", help="calibration list file, directory (images or .npy/.npz), glob, .npy or .npz")
-    data.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
+    data.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo, ppocr-det, ppocr-rec) or a JSON spec file")
     data.add_argument("--batch-size", type=int, default=32, help="images per calibration batch (default 32)")
     data.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed")
     data.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")

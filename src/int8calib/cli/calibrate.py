@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..writers.cache import DEFAULT_TRT_VERSION
-from .options import add_data_loader_script_option, data_from_args
+from .options import add_batch_axis_option, add_data_loader_script_option, batch_axes_from_args, data_from_args
 
 
 def register(sub) -> None:
@@ -18,11 +18,12 @@ def register(sub) -> None:
 
     data = p.add_argument_group("data")
     data.add_argument("--data", help="calibration list file, directory (images or .npy/.npz), glob, .npy or .npz")
-    data.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
+    data.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo, ppocr-det, ppocr-rec) or a JSON spec file")
     data.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32); results do not depend on it")
     data.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed")
     data.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
     add_data_loader_script_option(data)
+    add_batch_axis_option(data)
 
     method = p.add_argument_group("method")
     method.add_argument(
@@ -65,7 +66,12 @@ def register(sub) -> None:
     qdq.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="int8", help="precision of the --qdq model (default int8)")
     qdq.add_argument("--exclude-nodes", metavar="REGEX", help="keep nodes whose name matches REGEX in float")
     qdq.add_argument("--exclude-op-types", nargs="+", default=(), metavar="OP", help="keep these op types in float")
-    qdq.add_argument("--accuracy-budget", type=float, metavar="PCT", help="keep the most sensitive layers in float until top-1 agreement loss <= PCT points (1 sample in 5 held out)")
+    qdq.add_argument("--accuracy-budget", type=float, metavar="PCT", help="keep the most sensitive layers in float until top-1 agreement loss <= PCT points (1 sample in 5 held out); "
+                     "needs a scores output [N, classes]")
+    qdq.add_argument("--min-sqnr", type=float, metavar="DB", help="keep the most sensitive layers in float until the held-out "
+                     "output SQNR is >= DB (any float output; 1 sample in 5 held out)")
+    qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr "
+                     "(default: the first floating-point output)")
 
     report = p.add_argument_group("report")
     report.add_argument(
@@ -115,6 +121,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         workers=args.workers,
         qdq=args.qdq, precision=args.precision, exclude_nodes=args.exclude_nodes,
         exclude_op_types=args.exclude_op_types, accuracy_budget=args.accuracy_budget,
+        min_sqnr=args.min_sqnr, output=args.output, batch_axes=batch_axes_from_args(args),
         report=args.report,
         reuse_cache=args.reuse_cache,
         **_method_params(args),
@@ -135,9 +142,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
         )
     mixed = result.quantization
     if mixed is not None:
+        measured = (
+            f"held-out SQNR of '{mixed.output}' {_db(mixed.sqnr_db)} dB (all INT8 {_db(mixed.int8_sqnr_db)} dB"
+            if mixed.min_sqnr is not None
+            else f"held-out top-1 agreement {mixed.agreement:.2f} % (all INT8 {mixed.int8_agreement:.2f} %"
+        )
         logger.info(
-            "mixed precision: %d layer(s) in float, held-out top-1 agreement %.2f %% (all INT8 %.2f %%, %d samples)%s",
-            len(mixed.kept), mixed.agreement, mixed.int8_agreement, mixed.samples,
+            "mixed precision: %d layer(s) in float, %s, %d samples)%s", len(mixed.kept), measured, mixed.samples,
             f"\n  --layerPrecisions={mixed.layer_precisions}" if mixed.kept else "",
         )
     model = args.model or (result.statistics.meta.get("model") if result.statistics else None)
@@ -176,6 +187,10 @@ def _run_from_cache(args: argparse.Namespace, data) -> int:
     )
     _log_next_steps(args.model, None, args.qdq)
     return 0
+
+
+def _db(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.2f}"
 
 
 def _method_params(args: argparse.Namespace) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..util.memory import DEFAULT_MAX_MEMORY, DEFAULT_MAX_MEMORY_SMALL_TENSORS
+from .options import batch_axes_from_args
 
 
 def add_collection_options(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +30,16 @@ def register(sub) -> None:
     )
     p.add_argument("model", help="the ONNX model")
     p.add_argument("--data", required=True, help="calibration list file, directory (images or .npy/.npz), glob, .npy or .npz")
-    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
+    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo, ppocr-det, ppocr-rec) or a JSON spec file")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32); results do not depend on it")
     p.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed (same seed in every shard)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
     p.add_argument("--shard", metavar="K/N", help="collect only the K-th of N disjoint parts of the data (1 <= K <= N)")
     p.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
     p.add_argument("-o", "--output", required=True, help="statistics file to write (.npz)")
+    from .options import add_batch_axis_option
+
+    add_batch_axis_option(p)
     add_collection_options(p)
 
     from . import add_output_options
@@ -50,6 +54,7 @@ def run_collect(args: argparse.Namespace) -> int:
 
     stats = collect(
         model=args.model, data=args.data, preprocess=args.preprocess, output=args.output, shard=args.shard,
+        batch_axes=batch_axes_from_args(args),
         batch_size=args.batch_size, providers=args.providers, shuffle=args.shuffle,
         skip_bad_images=args.skip_bad_images, tensors=args.tensors, max_memory=args.max_memory, workers=args.workers,
     )

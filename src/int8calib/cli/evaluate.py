@@ -23,10 +23,13 @@ def register(sub) -> None:
     p.add_argument("--missing-ranges", choices=("fail", "float"), default="fail",
                    help="with --cache/--ranges: tensors the file lacks fail (default) or stay in float")
     p.add_argument("--data", required=True, help="list file, directory (images or .npy/.npz), glob, .npy or .npz")
-    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo) or a JSON spec file")
+    p.add_argument("--preprocess", help="preset (imagenet, efficientnet-lite, yolo, ppocr-det, ppocr-rec) or a JSON spec file")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--labels", help="TSV/CSV with 'file' and 'class_index' columns (matched on file name)")
-    p.add_argument("--output", help="model output to compare (default: the first)")
+    p.add_argument("--output", help="model output to compare (default: the first floating-point output)")
+    from .options import add_batch_axis_option
+
+    add_batch_axis_option(p)
     p.add_argument("--per-layer", action="store_true", help="SQNR of every quantized tensor against FP32, worst first")
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
@@ -44,12 +47,14 @@ def format_report(result: dict, layers_shown: int = LAYERS_SHOWN) -> str:
 
     sqnr = result["sqnr_db"]
     lines = [
+        f"output             {result['output']}" if result.get("output") else None,
         f"samples            {result['n']}",
         f"top-1 agreement    {pct('top1_agreement')}",
         f"top-5 overlap      {pct('top5_overlap')}",
         f"output SQNR        {'inf' if sqnr is None else f'{sqnr:.2f}'} dB",
         f"max abs error      {result['max_abs_error']:.4g}",
     ]
+    lines = [line for line in lines if line is not None]
     if result.get("fp32_top1") is not None:
         lines.append(f"top-1 accuracy     fp32 {pct('fp32_top1')}   int8 {pct('int8_top1')}")
         lines.append(f"top-5 accuracy     fp32 {pct('fp32_top5')}   int8 {pct('int8_top5')}")
@@ -67,12 +72,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from ..evaluate import evaluate
     from ..fromcache import evaluate_cache
+    from .options import batch_axes_from_args
 
-    common = (args.data, args.preprocess, args.labels, args.batch_size, args.per_layer, args.output, args.json, args.providers)
+    common = (
+        args.data, args.preprocess, args.labels, args.batch_size, args.per_layer, args.output, args.json,
+        args.providers,
+    )
     if args.int8 is not None:
-        result = evaluate(args.fp32, args.int8, *common)
+        result = evaluate(args.fp32, args.int8, *common, batch_axes_from_args(args))
     else:
-        result = evaluate_cache(args.fp32, args.cache or args.ranges, *common, missing=args.missing_ranges)
+        result = evaluate_cache(
+            args.fp32, args.cache or args.ranges, *common, missing=args.missing_ranges,
+            batch_axes=batch_axes_from_args(args),
+        )
     shown = 10**9 if args.verbose else LAYERS_SHOWN
     print(format_report(result.to_dict(), shown), file=sys.stdout)
     return 0

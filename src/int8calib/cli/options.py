@@ -28,3 +28,18 @@ def data_from_args(args: argparse.Namespace, option: str = "--data"):
     from ..sources import load_data_loader_script
 
     return load_data_loader_script(script)
+
+
+def add_batch_axis_option(group) -> None:
+    """``--batch-axis NAME=AXIS|none``, for every command that feeds a model."""
+    group.add_argument(
+        "--batch-axis", action="append", metavar="NAME=AXIS", dest="batch_axes",
+        help="the batch axis of input NAME (an integer), or NAME=none for an input fed as it is (a scalar, "
+        "state shared by the batch); repeatable; default: from the model (docs/inputs.md)",
+    )
+
+
+def batch_axes_from_args(args: argparse.Namespace) -> dict:
+    from ..runner.model import parse_batch_axes
+
+    return parse_batch_axes(getattr(args, "batch_axes", None))

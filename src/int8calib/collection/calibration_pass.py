@@ -31,6 +31,19 @@ def _unpad(activations: dict[str, np.ndarray], n: int, padded: int) -> dict[str,
     return {k: (v[:n] if v.ndim and v.shape[0] == padded else v) for k, v in activations.items()}
 
 
+def _per_sample(activations: dict[str, np.ndarray], shared: set[str], n: int) -> dict[str, np.ndarray]:
+    """Tensors computed from inputs without a batch axis alone (a sample rate's cast) hold one value per
+    run, seen by all ``n`` samples: counted ``n`` times, so statistics equal batch size 1's."""
+    if n == 1 or not shared:
+        return activations
+    return {k: (np.repeat(v[None], n, axis=0) if k in shared else v) for k, v in activations.items()}
+
+
+def _shared(batch: Batch, runner) -> set[str]:
+    unbatched = {name for name, axis in batch.axes.items() if axis is None}
+    return runner.shared_tensors(unbatched) if unbatched and hasattr(runner, "shared_tensors") else set()
+
+
 def _check_inputs(batch: Batch, names: Sequence[str]) -> None:
     """The batch feeds every input the runner takes (the check ``Calibrator.get_batch`` makes)."""
     for name in names:
@@ -43,8 +56,9 @@ def _first_batch_ranges(batch: Batch, runner: ActivationRunner, sizer: _StepSize
     from ..stats import kernels
 
     ranges: dict[str, tuple[float, float]] = {}
+    shared = _shared(batch, runner)
     for feeds, n in _steps(batch, sizer, fixed):
-        activations = _unpad(runner.run(feeds), n, next(iter(feeds.values())).shape[0])
+        activations = _per_sample(_unpad(runner.run(feeds), n, fixed or n), shared, n)
         if sizer.rows is None:
             sizer.measure(activations, n)
         for name, value in activations.items():
@@ -109,9 +123,10 @@ def collect_statistics(
             _check_inputs(batch, names)
             if number == 0 and trt_histograms and (first_batch is not None or not _one_step(batch, sizer, fixed)):
                 collector.set_first_batch(_first_batch_ranges(first_batch or batch, runner, sizer, fixed))
+            shared = _shared(batch, runner)
             for step, (feeds, n) in enumerate(_steps(batch, sizer, fixed)):
-                padded = next(iter(feeds.values())).shape[0]
-                activations = _unpad(runner.run(feeds), n, padded)
+                # rows past n: a fixed batch's padding
+                activations = _per_sample(_unpad(runner.run(feeds), n, fixed or n), shared, n)
                 if sizer.rows is None:
                     sizer.measure(activations, n)
                     if fixed is not None and sizer.rows < fixed:

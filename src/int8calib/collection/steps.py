@@ -73,5 +73,5 @@ def _steps(batch: Batch, sizer: _StepSizer, fixed_batch: int | None) -> Iterator
             rows = 1
         else:  # equal steps (11, 11, 10 rather than 12, 12, 8): allocations repeat, peak memory stays flat
             rows = -(-left // -(-left // sizer.rows))
-        yield {k: v[start : start + rows] for k, v in batch.feeds.items()}, rows
+        yield batch.rows(start, start + rows), rows
         start += rows

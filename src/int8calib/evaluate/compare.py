@@ -20,6 +20,7 @@ from ..util.atomic import write_text
 from ..util.log import progress_bar
 from .labels import read_labels
 from .metrics import OutputComparison, PowerSum
+from .outputs import choose_output
 
 
 def quantized_tensors(model: onnx.ModelProto) -> dict[str, str]:
@@ -75,9 +76,7 @@ def compare_models(
     (so repeated comparisons against one float model run it only once).
     """
     fp32_proto, int8_proto = _model(fp32), _model(int8)
-    output = output or fp32_proto.graph.output[0].name
-    if output not in {o.name for o in int8_proto.graph.output}:
-        raise Int8CalibError(f"the quantized model has no output '{output}'")
+    output = _check_output(fp32_proto, int8_proto, output)
     layers = {}
     if per_layer:
         fp32_names = _all_tensors(fp32_proto)
@@ -97,6 +96,14 @@ def compare_models(
             powers[t].add(ref[t][:n], test[dq][:n])
     worst_first = sorted(powers.items(), key=lambda kv: kv[1].sqnr_db)
     return Evaluation(comparison, output, worst_first)
+
+
+def _check_output(fp32: onnx.ModelProto, int8: onnx.ModelProto, output: str | None) -> str:
+    """The output to compare (default: the first float one), present in both models."""
+    name = choose_output(fp32, output).name
+    if name not in {o.name for o in int8.graph.output}:
+        raise Int8CalibError(f"--output {name}: the quantized model has no output '{name}'")
+    return name
 
 
 def _all_tensors(model: onnx.ModelProto) -> set[str]:
@@ -136,17 +143,20 @@ def evaluate(
     output: str | None = None,
     json_path: "str | Path | None" = None,
     providers: Sequence[str] | None = None,
+    batch_axes: "dict[str, int | None] | None" = None,
 ) -> Evaluation:
     """Run ``fp32`` and ``int8`` over ``data`` and compare their outputs (the API of ``int8calib evaluate``)."""
     fp32_proto = load_model(fp32)
-    from ..runner import model_inputs
+    int8_proto = _model(int8)  # a path, or a model built in memory (evaluate --cache)
+    output = _check_output(fp32_proto, int8_proto, output)  # before any data is read
+    from ..runner.model import declare_batch_axes, model_inputs
 
-    inputs = model_inputs(fp32_proto)
-    samples = resolve(data, {i.name: len(i.shape) for i in inputs})
+    inputs = declare_batch_axes(model_inputs(fp32_proto), batch_axes)
+    samples = resolve(data, {i.name: i.layout for i in inputs})
     pre = Preprocess.load(preprocess) if preprocess is not None else None
     loader = BatchLoader(samples, inputs, pre, batch_size)
     table = read_labels(labels) if labels is not None else None
-    result = compare_models(fp32_proto, int8, labelled_batches(loader, table), output, per_layer, providers)
+    result = compare_models(fp32_proto, int8_proto, labelled_batches(loader, table), output, per_layer, providers)
     if json_path is not None:
         write_text(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

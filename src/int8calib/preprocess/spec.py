@@ -4,9 +4,15 @@ The same object is used to build calibration batches and, imported by the user, 
 prepare inference inputs, so the two cannot drift apart (the most common cause of
 INT8 accuracy loss). Keys follow the README:
 
-``resize``        int (shorter side) or [H, W] (stretch)
+``resize``        int (shorter side) or [H, W] (stretch), or keep the aspect ratio with one side given:
+                  {"height": H}, {"width": W}, {"shorter": S} or {"longer": L}
+``multiple``      round the sides a keep-ratio resize computes to the nearest multiple (at least one):
+                  the width for {"height": H}, both sides for shorter / longer (PP-OCR's detector)
 ``letterbox``     [H, W]: keep aspect ratio, pad to H x W with ``pad``
+``stride``        with ``letterbox``: pad only up to the next multiple of ``stride`` (YOLO's minimal letterbox)
 ``crop``          int or [H, W], centred; an image smaller than the crop is padded with ``pad``
+``pad_min``       [H, W]: pad a smaller result up to H x W with ``pad`` (exact after normalisation)
+``pad_position``  center (default) or top-left: where ``pad_min`` keeps the image (text recognisers pad right)
 ``interpolation`` nearest | bilinear | bicubic (default bilinear)
 ``color``         RGB | BGR | GRAY
 ``mean``, ``std`` per channel in 0-255 pixel units, in the model's channel order: (pixel - mean) / std
@@ -33,6 +39,7 @@ _INTERPOLATION = {
     "bicubic": Image.Resampling.BICUBIC,
 }
 
+# Which real models each preset matches: docs/preprocessing.md.
 PRESETS: dict[str, dict] = {
     "imagenet": {
         "resize": 256, "crop": 224, "interpolation": "bilinear", "color": "RGB",
@@ -46,9 +53,40 @@ PRESETS: dict[str, dict] = {
         "letterbox": [640, 640], "pad": 114, "interpolation": "bilinear", "color": "RGB",
         "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0], "layout": "NCHW",
     },
+    # PP-OCRv4 text detector as rapidocr-onnxruntime feeds it (images with a shorter side up to 736)
+    "ppocr-det": {
+        "resize": {"shorter": 736}, "multiple": 32, "interpolation": "bilinear", "color": "BGR",
+        "mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5], "layout": "NCHW",
+    },
+    # PP-OCRv4 text-line recogniser: height 48 keeping the ratio, right-padded with 0 to width 320
+    "ppocr-rec": {
+        "resize": {"height": 48}, "pad_min": [48, 320], "pad_position": "top-left", "pad": 127.5,
+        "interpolation": "bilinear", "color": "BGR", "mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5],
+        "layout": "NCHW",
+    },
 }
 
-_KEYS = {"resize", "letterbox", "crop", "interpolation", "color", "mean", "std", "layout", "pad", "name"}
+_KEYS = {
+    "resize", "letterbox", "crop", "interpolation", "color", "mean", "std", "layout", "pad", "name",
+    "multiple", "stride", "pad_min", "pad_position",
+}
+_KEEP_RATIO_SIDES = ("height", "width", "shorter", "longer")
+
+
+def _positive_int(value, key: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise Int8CalibError(f"{source}: '{key}' must be a positive int, got {value!r}")
+    return value
+
+
+def _keep_ratio(value: dict, source: str) -> tuple[str, int]:
+    if len(value) != 1 or next(iter(value)) not in _KEEP_RATIO_SIDES:
+        raise Int8CalibError(
+            f"{source}: 'resize' as an object keeps the aspect ratio and takes one of "
+            f"{', '.join(_KEEP_RATIO_SIDES)}, got {value!r}"
+        )
+    side, size = next(iter(value.items()))
+    return side, _positive_int(size, f"resize.{side}", source)
 
 
 def _size(value, key: str, source: str) -> tuple[int, int] | int:
@@ -94,7 +132,7 @@ def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
 class Preprocess:
     """A validated preprocessing spec; call it on an image path or a PIL image."""
 
-    resize: int | tuple[int, int] | None = None
+    resize: int | tuple[int, int] | tuple[str, int] | None = None  # ("height", 48): keep the aspect ratio
     letterbox: tuple[int, int] | None = None
     crop: int | tuple[int, int] | None = None
     interpolation: str = "bilinear"
@@ -103,6 +141,10 @@ class Preprocess:
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     layout: str = "NCHW"
     pad: float = 0.0
+    multiple: int | None = None
+    stride: int | None = None
+    pad_min: tuple[int, int] | None = None
+    pad_position: str | None = None  # None: center
     name: str | None = field(default=None, compare=False)
 
     # ---- construction -------------------------------------------------
@@ -115,7 +157,24 @@ class Preprocess:
             raise Int8CalibError(f"{source}: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS - {'name'})}")
         kw: dict = {}
         if "resize" in spec:
-            kw["resize"] = _size(spec["resize"], "resize", source)
+            r = spec["resize"]
+            kw["resize"] = _keep_ratio(r, source) if isinstance(r, dict) else _size(r, "resize", source)
+        if "multiple" in spec:
+            kw["multiple"] = _positive_int(spec["multiple"], "multiple", source)
+            if not (isinstance(kw.get("resize"), tuple) and isinstance(kw["resize"][0], str)):
+                raise Int8CalibError(f"{source}: 'multiple' applies to a keep-ratio 'resize' ({{\"height\": H}}, ...)")
+        if "stride" in spec:
+            kw["stride"] = _positive_int(spec["stride"], "stride", source)
+            if "letterbox" not in spec:
+                raise Int8CalibError(f"{source}: 'stride' applies to 'letterbox'")
+        if "pad_min" in spec:
+            pm = _size(spec["pad_min"], "pad_min", source)
+            kw["pad_min"] = (pm, pm) if isinstance(pm, int) else pm
+        if "pad_position" in spec:
+            position = str(spec["pad_position"]).lower()
+            if position not in ("center", "top-left"):
+                raise Int8CalibError(f"{source}: 'pad_position' must be center or top-left, got {spec['pad_position']!r}")
+            kw["pad_position"] = None if position == "center" else position
         if "letterbox" in spec:
             lb = _size(spec["letterbox"], "letterbox", source)
             kw["letterbox"] = (lb, lb) if isinstance(lb, int) else lb
@@ -177,8 +236,11 @@ class Preprocess:
 
     # ---- description -----------------------------------------------------
     def to_dict(self) -> dict:
+        """The spec as ``from_dict`` reads it (keys left at None omitted, so older specs keep their fingerprint)."""
         d = asdict(self)
         d.pop("name")
+        if isinstance(self.resize, tuple) and isinstance(self.resize[0], str):
+            d["resize"] = {self.resize[0]: self.resize[1]}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v is not None}
 
     def fingerprint(self) -> str:
@@ -191,16 +253,27 @@ class Preprocess:
 
     def output_hw(self) -> tuple[int, int] | None:
         """The (H, W) the spec produces, or None when it depends on the image."""
+        hw = self._output_hw()
+        return None if hw is None or None in hw else hw
+
+    def _output_hw(self) -> tuple[int | None, int | None] | None:
+        """(H, W), each None where it depends on the image."""
         if self.crop is not None:
             return (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
-        if self.letterbox is not None:
+        if self.letterbox is not None and self.stride is None:
             return self.letterbox
+        if isinstance(self.resize, tuple) and isinstance(self.resize[0], str):
+            side, size = self.resize
+            hw = {"height": (size, None), "width": (None, size)}.get(side, (None, None))
+            if self.pad_min is not None:  # a fixed side stays fixed when pad_min does not exceed it
+                hw = tuple(None if h is None or h < m else h for h, m in zip(hw, self.pad_min))
+            return hw
         if isinstance(self.resize, tuple):
             return self.resize
         return None
 
     def sample_shape(self) -> tuple[int | None, ...]:
-        hw = self.output_hw() or (None, None)
+        hw = self._output_hw() or (None, None)
         return (self.channels, *hw) if self.layout == "NCHW" else (*hw, self.channels)
 
     def check_input(self, input_name: str, shape: Sequence[int | str | None]) -> None:
@@ -241,9 +314,24 @@ class Preprocess:
         if self.color == "BGR":
             arr = arr[:, :, ::-1]
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.pad_min is not None:
+            arr = self._pad_min(arr)
         if self.layout == "NCHW":
             arr = arr.transpose(2, 0, 1)
         return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _pad_min(self, arr: np.ndarray) -> np.ndarray:
+        """[H, W, C] padded to at least ``pad_min`` with ``pad`` (pixel units, normalised exactly)."""
+        h, w = arr.shape[:2]
+        mh, mw = self.pad_min
+        if h >= mh and w >= mw:
+            return arr
+        value = (np.float32(self.pad) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        out = np.empty((max(h, mh), max(w, mw), arr.shape[2]), np.float32)
+        out[...] = value
+        top, left = (0, 0) if self.pad_position == "top-left" else ((out.shape[0] - h) // 2, (out.shape[1] - w) // 2)
+        out[top : top + h, left : left + w] = arr
+        return out
 
     def batch(self, images: Sequence["str | Path | Image.Image"]) -> np.ndarray:
         return np.stack([self(im) for im in images])
@@ -251,7 +339,11 @@ class Preprocess:
     def _geometry(self, image: Image.Image) -> Image.Image:
         resample = _INTERPOLATION[self.interpolation]
         w, h = image.size
-        if isinstance(self.resize, int):
+        if isinstance(self.resize, tuple) and isinstance(self.resize[0], str):
+            size = self._keep_ratio_size(w, h)
+            if size != (w, h):
+                image = image.resize(size, resample)
+        elif isinstance(self.resize, int):
             scale = self.resize / min(w, h)
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             if size != (w, h):
@@ -266,6 +358,8 @@ class Preprocess:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             if size != (w, h):
                 image = image.resize(size, resample)
+            if self.stride is not None:  # minimal letterbox: pad up to the next multiple of the stride
+                lh, lw = (-(-size[1] // self.stride) * self.stride, -(-size[0] // self.stride) * self.stride)
             image = self._pad_to(image, lh, lw)
         if self.crop is not None:
             ch, cw = (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
@@ -276,6 +370,24 @@ class Preprocess:
             left, top = int(round((w - cw) / 2.0)), int(round((h - ch) / 2.0))
             image = image.crop((left, top, left + cw, top + ch))
         return image
+
+    def _keep_ratio_size(self, w: int, h: int) -> tuple[int, int]:
+        """(width, height) after a keep-ratio resize, the computed sides rounded to ``multiple``."""
+        side, size = self.resize
+        reference = {"height": h, "width": w, "shorter": min(w, h), "longer": max(w, h)}[side]
+        scale = size / reference
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        if side == "height":
+            nh = size
+        elif side == "width":
+            nw = size
+        if self.multiple is not None:
+            m = self.multiple
+            if side != "height":
+                nh = max(m, round(nh / m) * m)
+            if side != "width":
+                nw = max(m, round(nw / m) * m)
+        return nw, nh
 
     def _pad_to(self, image: Image.Image, height: int, width: int) -> Image.Image:
         w, h = image.size

@@ -26,13 +26,105 @@ class InputInfo:
     name: str
     shape: tuple[int | str | None, ...]  # ints for fixed dims, str / None for symbolic ones
     dtype: np.dtype
+    batch_axis: int | None = 0  # None: no batch axis (a scalar, state shared by the batch): fed as it is
 
     @property
     def fixed_batch(self) -> int | None:
-        """The batch size the model insists on, or None when the batch axis is dynamic."""
-        if self.shape and isinstance(self.shape[0], int) and self.shape[0] > 0:
-            return self.shape[0]
-        return None
+        """The batch size the model insists on, or None when the batch axis is dynamic (or there is none)."""
+        if self.batch_axis is None or len(self.shape) <= self.batch_axis:
+            return None
+        dim = self.shape[self.batch_axis]
+        return dim if isinstance(dim, int) and dim > 0 else None
+
+    @property
+    def layout(self) -> tuple[int, int | None]:
+        """(rank, batch axis): what reading a tensor file for this input needs (sources.resolve)."""
+        return len(self.shape), self.batch_axis
+
+    def sample_shape(self) -> tuple[int | str | None, ...]:
+        """The shape of one sample: the input's shape without its batch axis."""
+        if self.batch_axis is None:
+            return self.shape
+        return self.shape[: self.batch_axis] + self.shape[self.batch_axis + 1 :]
+
+
+def _dynamic(dim) -> bool:
+    return not (isinstance(dim, int) and dim > 0)
+
+
+def batch_axes(shapes: Sequence[tuple | None]) -> list[int | None]:
+    """The batch axis of each input, from the model (docs/inputs.md):
+
+    1. rank 0 (a scalar such as a sample rate): none, fed as it is;
+    2. unknown rank, or a dynamic first axis: axis 0;
+    3. when no input has a dynamic first axis (a fixed-batch model): axis 0 of every input;
+    4. otherwise an input whose first axis is fixed has as batch axis its dynamic axis named like
+       another input's batch axis (``[2, batch, 128]`` beside ``[batch, T]``), or else its only
+       dynamic axis when that one is unnamed (``[2, ?, 128]``); with neither it has none
+       (state shared by the batch, a fixed table): fed as it is.
+    """
+    any_dynamic_first = any(s and _dynamic(s[0]) for s in shapes)
+    symbols = {s[0] for s in shapes if s and isinstance(s[0], str) and s[0]}
+    axes: list[int | None] = []
+    for shape in shapes:
+        if shape is None:
+            axes.append(0)
+        elif not shape:
+            axes.append(None)
+        elif _dynamic(shape[0]) or not any_dynamic_first:
+            axes.append(0)
+        else:
+            named = [a for a, d in enumerate(shape) if isinstance(d, str) and d in symbols]
+            dynamic = [a for a, d in enumerate(shape) if _dynamic(d)]
+            if named:
+                axes.append(named[0])
+            elif len(dynamic) == 1 and not (isinstance(shape[dynamic[0]], str) and shape[dynamic[0]]):
+                axes.append(dynamic[0])
+            else:
+                axes.append(None)
+    return axes
+
+
+def declare_batch_axes(inputs: Sequence[InputInfo], declared: "dict[str, int | None] | None") -> list[InputInfo]:
+    """``inputs`` with the batch axes the user declared (``--batch-axis NAME=AXIS|none``)."""
+    from dataclasses import replace
+
+    declared = dict(declared or {})
+    names = {i.name for i in inputs}
+    for name, axis in declared.items():
+        if name not in names:
+            raise Int8CalibError(f"--batch-axis {name}={axis}: the model has no input '{name}' (inputs: {', '.join(sorted(names))})")
+    out = []
+    for info in inputs:
+        if info.name in declared:
+            axis = declared[info.name]
+            if axis is not None:
+                rank = len(info.shape)
+                if not -rank <= axis < rank:
+                    raise Int8CalibError(
+                        f"--batch-axis {info.name}={axis}: input '{info.name}' has rank {rank} (shape {list(info.shape)})"
+                    )
+                axis %= rank
+            info = replace(info, batch_axis=axis)
+        out.append(info)
+    return out
+
+
+def parse_batch_axes(items: "Sequence[str] | None") -> dict[str, int | None]:
+    """['state=1', 'sr=none'] -> {'state': 1, 'sr': None}."""
+    out: dict[str, int | None] = {}
+    for item in items or ():
+        name, sep, axis = item.rpartition("=")
+        if not sep or not name:
+            raise Int8CalibError(f"--batch-axis {item}: expected NAME=AXIS or NAME=none")
+        if axis.strip().lower() == "none":
+            out[name] = None
+            continue
+        try:
+            out[name] = int(axis)
+        except ValueError:
+            raise Int8CalibError(f"--batch-axis {item}: the axis must be an integer or none") from None
+    return out
 
 
 def external_data_files(model: onnx.ModelProto, path: str | Path) -> list[Path]:
@@ -118,13 +210,13 @@ def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
 def model_inputs(model: onnx.ModelProto) -> list[InputInfo]:
     """Graph inputs that are fed at run time (initializers listed as inputs excluded)."""
     initializers = {i.name for i in model.graph.initializer}
+    fed = [vi for vi in model.graph.input if vi.name not in initializers]
+    shapes = [_dims(vi) if vi.type.tensor_type.HasField("shape") else None for vi in fed]
     infos = []
-    for vi in model.graph.input:
-        if vi.name in initializers:
-            continue
+    for vi, axis in zip(fed, batch_axes(shapes)):
         elem = vi.type.tensor_type.elem_type
         dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else np.dtype(np.float32)
-        infos.append(InputInfo(vi.name, _dims(vi), np.dtype(dtype)))
+        infos.append(InputInfo(vi.name, _dims(vi), np.dtype(dtype), axis))
     return infos
 
 
@@ -170,6 +262,22 @@ def calibratable_tensors(model: onnx.ModelProto, types: dict[str, int] | None = 
     # Keep graph order, drop duplicates (a graph input may also be listed as an output).
     seen: set[str] = set()
     return [n for n in names if not (n in seen or seen.add(n))]
+
+
+def input_dependencies(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, frozenset[str]]:
+    """{tensor: the graph inputs it depends on} for ``names`` (top graph; sub-graphs count as their node's inputs)."""
+    fed = {i.name for i in model_inputs(model)}
+    deps: dict[str, frozenset[str]] = {name: frozenset({name}) for name in fed}
+    for node in model.graph.node:
+        inner = set()
+        for attr in node.attribute:  # tensors an If / Loop body reads from the outer scope
+            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                inner.update(i for n in g.node for i in n.input)
+        found = frozenset().union(*(deps.get(i, frozenset()) for i in list(node.input) + sorted(inner) if i))
+        for out in node.output:
+            if out:
+                deps[out] = found
+    return {name: deps.get(name, frozenset()) for name in names}
 
 
 def model_fingerprint(path: str | Path) -> str:

@@ -12,7 +12,9 @@ import onnx
 from ..errors import Int8CalibError
 from ..util.log import logger
 from .blocked import blocked_model
-from .model import calibratable_tensors, derivable_tensors, infer_types, load_model, model_inputs, uses_external_data
+from .model import (
+    calibratable_tensors, derivable_tensors, infer_types, input_dependencies, load_model, model_inputs, uses_external_data,
+)
 
 
 def _expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
@@ -66,6 +68,9 @@ class ActivationRunner:
             unknown = [t for t in self.tensors if t not in known]
             if unknown:
                 raise Int8CalibError(f"{self.model_path or 'model'}: no tensor(s) {unknown[:5]} in the graph")
+        # {tensor: graph inputs it depends on}: a tensor computed from inputs without a batch axis
+        # alone is one value per run, shared by every sample of the batch (collection weighs it).
+        self.depends = input_dependencies(proto, self.tensors)
         self.derive = derive
         self.derived = derivable_tensors(proto, self.tensors, types=types) if derive else {}
         self.exposed = [t for t in self.tensors if t not in self.derived]
@@ -104,6 +109,12 @@ class ActivationRunner:
             "runner: %d tensors exposed (%d in the blocked layout), %d derived from them, providers %s",
             len(self.exposed), len(self.blocked), len(self.derived), providers,
         )
+
+    def shared_tensors(self, unbatched: "set[str] | frozenset[str]") -> set[str]:
+        """The tensors computed from the inputs in ``unbatched`` (those without a batch axis) alone."""
+        if not unbatched:
+            return set()
+        return {t for t, deps in self.depends.items() if deps and deps <= unbatched}
 
     def _start(self, model_bytes: bytes) -> None:
         import onnxruntime as ort

@@ -13,7 +13,9 @@ sort: ``b10.npy`` comes before ``b2.npy``), so ``DIR`` and ``DIR/*.npy`` give th
 the same order when ``DIR`` has no subfolders (``DIR/**/*.npy`` when it has), except that a
 directory includes hidden files and a glob does not. Every tensor file, whichever way it was
 named, goes through :func:`_expand_tensor_file`: an array of the input's rank is a batch whose
-rows become samples in row order, an array one rank short is one sample.
+rows (along the input's batch axis, docs/inputs.md) become samples in row order, an array one
+rank short is one sample; an input without a batch axis takes its whole array, the same for
+every sample of the file.
 The order is deterministic (as listed or sorted); ``shuffle=SEED`` permutes it reproducibly.
 """
 
@@ -104,22 +106,34 @@ def _expand_tensor_file(path: Path, origin: str, input_ranks: dict[str, int]) ->
         raise Int8CalibError(f"{path}: cannot read tensor file ({exc})") from None
     counts = set()
     for name, shape in shapes.items():
-        rank = input_ranks[name]
-        if len(shape) == rank:
-            counts.add(shape[0])
+        rank, axis = _layout(input_ranks[name])
+        if axis is None:  # no batch axis: the same value for every sample of the file
+            if len(shape) != rank:
+                raise Int8CalibError(
+                    f"{path}: array for input '{name}' has shape {list(shape)}; the input has no batch axis, "
+                    f"so give its value of rank {rank}"
+                )
+        elif len(shape) == rank:
+            counts.add(shape[axis])
         elif len(shape) == rank - 1:
             counts.add(None)
         else:
             raise Int8CalibError(
                 f"{path}: array for input '{name}' has shape {list(shape)}; the input has rank {rank} "
-                f"(give one sample of rank {rank - 1} or a batch of rank {rank})"
+                f"(give one sample of rank {rank - 1} or a batch of rank {rank}, batch on axis {axis})"
             )
+    counts = counts or {None}
     if len(counts) != 1:
         raise Int8CalibError(f"{path}: arrays disagree on the number of samples ({sorted(map(str, counts))})")
     count = counts.pop()
     if count is None:
         return [Sample(path, None, origin)]
     return [Sample(path, i, origin) for i in range(count)]
+
+
+def _layout(value: "int | tuple[int, int | None]") -> tuple[int, int | None]:
+    """(rank, batch axis) of an input; a bare rank means the batch is on axis 0."""
+    return (value, 0) if isinstance(value, int) else (value[0], value[1])
 
 
 def _directory_files(path: Path) -> list[Path]:
@@ -144,10 +158,11 @@ def _directory_files(path: Path) -> list[Path]:
 
 def resolve(
     data: "str | Path | Sequence[str | Path]",
-    input_ranks: dict[str, int] | None = None,
+    input_ranks: "dict[str, int | tuple[int, int | None]] | None" = None,
     shuffle: int | None = None,
 ) -> list[Sample]:
-    """Expand ``data`` into samples; ``input_ranks`` ({input: rank}) is needed for tensor files."""
+    """Expand ``data`` into samples; ``input_ranks`` ({input: rank} or {input: (rank, batch axis or
+    None)}, ``InputInfo.layout``) is needed for tensor files."""
     input_ranks = input_ranks or {}
     entries: list[tuple[Path, str]] = []
     if isinstance(data, (list, tuple)):
