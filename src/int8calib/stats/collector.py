@@ -105,7 +105,7 @@ class StatsCollector:
             trt.new_batch()
         trt.fit(step_max)
         if trt.range > 0:
-            trt.add_counts(_kernels().bin_linear(value, trt.counts, trt.width, clip_hi))
+            trt.count_clamped(_kernels().bin_linear(value, trt.counts, trt.width, clip_hi))
         else:  # only zeros so far
             trt.counts[0] += value.size
 

@@ -78,7 +78,8 @@ class TrtHistogram:
         while step_max > self.range:
             self.double()
 
-    def add_counts(self, clamped: int) -> None:
+    def count_clamped(self, clamped: int) -> None:
+        """``clamped`` values of this batch landed at the upper edge (see :meth:`double`)."""
         self.edge += clamped
 
     def merge(self, later: "TrtHistogram") -> "TrtHistogram":
