@@ -89,3 +89,46 @@ def amax_of(model: onnx.ModelProto, feeds: dict) -> dict[str, float]:
 
     acts = ActivationRunner(model).run(feeds)
     return {k: float(np.abs(v).max()) for k, v in acts.items()}
+
+
+def attention_block(rng, d: int = 8) -> onnx.ModelProto:
+    """One BERT encoder layer on x [2, 5, d] (one head), as exporters write it:
+
+    LayerNormalization (op) -> h; q, k, v = MatMul(h, W) + b; Transpose(k) -> kt; MatMul(q, kt) / sqrt(d)
+    + mask -> Softmax -> p; MatMul(p, v) -> ctx; MatMul(ctx, Wo) + bo + h (residual) -> LayerNorm decomposed
+    (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul gamma, Add beta) -> h1; MatMul(h1, W1) + b1
+    -> GELU (Div sqrt 2, Erf, Add 1, Mul, Mul 0.5) -> g; MatMul(g, W2) + b2 + h1 (residual) -> y.
+    """
+    f = np.float32
+    inits = {name: (rng.standard_normal(shape) * 0.5).astype(f) for name, shape in [
+        ("wq", (d, d)), ("wk", (d, d)), ("wv", (d, d)), ("wo", (d, d)), ("w1", (d, 2 * d)), ("w2", (2 * d, d)),
+        ("bq", (d,)), ("bk", (d,)), ("bv", (d,)), ("bo", (d,)), ("b1", (2 * d,)), ("b2", (d,))]}
+    inits.update({"ln0_g": np.ones(d, f), "ln0_b": np.zeros(d, f), "gamma": np.full(d, 1.1, f), "beta": np.full(d, 0.1, f),
+                  "scale": np.array(np.sqrt(d), f), "eps": np.array(1e-5, f), "two": np.array(2, f),
+                  "sqrt2": np.array(np.sqrt(2), f), "one": np.array(1, f), "half": np.array(0.5, f)})
+    mk = helper.make_node
+    nodes = [
+        mk("LayerNormalization", ["x", "ln0_g", "ln0_b"], ["h"], "ln0", axis=-1, epsilon=1e-5),
+        mk("MatMul", ["h", "wq"], ["qm"], "q_proj"), mk("Add", ["bq", "qm"], ["q"], "q_bias"),
+        mk("MatMul", ["h", "wk"], ["km"], "k_proj"), mk("Add", ["bk", "km"], ["k"], "k_bias"),
+        mk("MatMul", ["h", "wv"], ["vm"], "v_proj"), mk("Add", ["bv", "vm"], ["v"], "v_bias"),
+        mk("Transpose", ["k"], ["kt"], "k_transpose", perm=[0, 2, 1]),
+        mk("MatMul", ["q", "kt"], ["s"], "qk"), mk("Div", ["s", "scale"], ["sd"], "qk_scale"),
+        mk("Add", ["sd", "mask"], ["sm"], "mask_add"),
+        mk("Softmax", ["sm"], ["p"], "softmax", axis=-1),
+        mk("MatMul", ["p", "v"], ["ctx"], "pv"),
+        mk("MatMul", ["ctx", "wo"], ["om"], "o_proj"), mk("Add", ["bo", "om"], ["o"], "o_bias"),
+        mk("Add", ["o", "h"], ["r"], "residual1"),
+        mk("ReduceMean", ["r"], ["mu"], "ln1_mean", axes=[-1]), mk("Sub", ["r", "mu"], ["dev"], "ln1_sub"),
+        mk("Pow", ["dev", "two"], ["sq"], "ln1_pow"), mk("ReduceMean", ["sq"], ["var"], "ln1_var", axes=[-1]),
+        mk("Add", ["var", "eps"], ["ve"], "ln1_eps"), mk("Sqrt", ["ve"], ["sd1"], "ln1_sqrt"),
+        mk("Div", ["dev", "sd1"], ["nrm"], "ln1_div"), mk("Mul", ["nrm", "gamma"], ["ng"], "ln1_gamma"),
+        mk("Add", ["ng", "beta"], ["h1"], "ln1_beta"),
+        mk("MatMul", ["h1", "w1"], ["f1"], "ffn1"), mk("Add", ["b1", "f1"], ["f"], "ffn1_bias"),
+        mk("Div", ["f", "sqrt2"], ["fs"], "gelu_div"), mk("Erf", ["fs"], ["e"], "gelu_erf"),
+        mk("Add", ["e", "one"], ["e1"], "gelu_add"), mk("Mul", ["f", "e1"], ["fe"], "gelu_mul"),
+        mk("Mul", ["fe", "half"], ["g"], "gelu_half"),
+        mk("MatMul", ["g", "w2"], ["f2m"], "ffn2"), mk("Add", ["b2", "f2m"], ["f2"], "ffn2_bias"),
+        mk("Add", ["f2", "h1"], ["y"], "residual2"),
+    ]
+    return _model(nodes, [_vi("x", [2, 5, d]), _vi("mask", [2, 1, 5])], [_vi("y", [2, 5, d])], inits)

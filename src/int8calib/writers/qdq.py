@@ -11,6 +11,14 @@
   Outputs of weighted ops are never quantized: BatchNormalization / Relu / Clip that
   follow are left to TensorRT's fusion, and a Conv output feeding a Clip is not
   quantized with a range the Clip would mostly cut away.
+* Transformers (docs/qdq.md, "Transformers", gives the sources): the same rules place Q/DQ on
+  the inputs of the Q/K/V, output and feed-forward projections (MatMul/Gemm with a constant
+  weight) and on both inputs of the attention MatMuls (Q x K^T and softmax x V). Softmax,
+  LayerNormalization (the op or its ReduceMean/Sub/Pow/Sqrt/Div decomposition), GELU (Erf or
+  Tanh form), the attention-mask Add, the scaling Div/Mul and the residual Adds have no Q/DQ
+  of their own: they read float tensors. A tensor quantized for a MatMul and also read by a
+  residual Add or a LayerNormalization is quantized on the MatMul's edge only, so the residual
+  stream stays float.
 * A tensor read by several quantized nodes gets one Q/DQ pair that they share.
   Graph input and output names do not change.
 """
@@ -141,17 +149,20 @@ def _quantized_inputs(node: onnx.NodeProto) -> list[int]:
 
 
 def activation_tensors(model: onnx.ModelProto) -> list[str]:
-    """The tensors a Q/DQ model can take a range from: activation inputs of weighted ops and of Adds.
+    """The tensors a Q/DQ model can take a range from: activation inputs of weighted ops and of Adds fed by a Conv.
 
     When only a Q/DQ model is asked for, collecting statistics for these alone lets ONNX Runtime
     keep Conv+Clip fused and skips the rest of the histograms (docs/performance.md).
     """
     constants = _constants(model.graph)
+    convs = {o for n in model.graph.node if n.op_type == "Conv" for o in n.output}
     names: list[str] = []
     for node in model.graph.node:
         if node.op_type in WEIGHTED_OPS:
             names += [node.input[i] for i in _quantized_inputs(node)]
-        elif node.op_type == "Add":
+        elif node.op_type == "Add" and any(t in convs for t in node.input):
+            # only an Add fed by a Conv can get its residual input quantized (build_qdq);
+            # the Adds of a transformer (bias, residual, mask, LayerNorm, GELU) never do
             names += list(node.input)
     return list(dict.fromkeys(n for n in names if n and n not in constants))
 
