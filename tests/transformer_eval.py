@@ -1,5 +1,5 @@
 """Scoring a Q/DQ MiniLM against the float model, and ONNX Runtime's quantize_static on the same samples
-(benchmarks/transformer_qdq.py and tests/test_transformer_qdq.py)."""
+(benchmarks/transformer_qdq.py and tests/test_transformer_qdq_acceptance.py)."""
 
 from __future__ import annotations
 
