@@ -119,26 +119,12 @@ def quantize_from_cache(
     return result
 
 
-def evaluate_cache(
-    fp32: "str | Path",
-    ranges_file: "str | Path",
-    data,
-    preprocess=None,
-    labels: "str | Path | None" = None,
-    batch_size: int = 32,
-    per_layer: bool = False,
-    output: str | None = None,
-    json_path: "str | Path | None" = None,
-    providers: Sequence[str] | None = None,
-    missing: str = "fail",
-    batch_axes: "dict[str, int | None] | None" = None,
-) -> "Evaluation":
-    """``evaluate`` of the Q/DQ model :func:`quantize_from_cache` would write, built in memory."""
+def evaluate_cache(fp32: "str | Path", ranges_file: "str | Path", data, *args, missing: str = "fail", **options) -> "Evaluation":
+    """``evaluate`` of the Q/DQ model :func:`quantize_from_cache` would write, built in memory;
+    the other arguments are :func:`int8calib.evaluate.evaluate`'s."""
     from .evaluate import evaluate
 
     if missing == "calibrate":
         raise Int8CalibError("evaluate takes --missing-ranges fail or float (calibrating needs calibration data)")
     imported = quantize_from_cache(fp32, ranges_file, None, missing)
-    return evaluate(
-        fp32, imported.model, data, preprocess, labels, batch_size, per_layer, output, json_path, providers, batch_axes
-    )
+    return evaluate(fp32, imported.model, data, *args, **options)
