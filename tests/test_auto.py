@@ -48,7 +48,7 @@ def test_auto_picks_a_robust_method_and_tables_every_candidate(outliers):
     # the winner's ranges are refit on all 100 samples: exactly what --method <winner> gives on all of them
     method, params = __import__("int8calib.api", fromlist=["auto_candidate"]).auto_candidate(choice.chosen)
     alone = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method=method, batch_size=16, **params)
-    assert result.amax == alone.amax and result.statistics.meta["samples"] == 100
+    assert result.amax == alone.amax and result.samples == 100
     # the cache is the chosen method's, and its sidecar says auto chose it and why
     cache = read_cache(outliers / "c.cache")
     assert cache.algorithm == result.algorithm
@@ -56,6 +56,13 @@ def test_auto_picks_a_robust_method_and_tables_every_candidate(outliers):
     assert side["method"] == method and side["chosen_by"]["chosen"] == choice.chosen
     assert len(side["chosen_by"]["candidates"]) == len(LABELS)
     assert (outliers / "q.onnx").is_file()
+
+
+def test_with_an_accuracy_budget_the_held_out_samples_stay_out_of_the_ranges(outliers):
+    result = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", qdq=outliers / "q.onnx",
+                       accuracy_budget=100.0, batch_size=16)
+    assert not result.auto.refit and result.samples == 80
+    assert result.amax == result.by_method[result.chosen_method] and result.quantization.samples == 20
 
 
 def test_auto_on_a_non_scores_output_ranks_by_sqnr(tmp_path):

@@ -197,7 +197,7 @@ def calibrate(
         if holdout is None:  # --from-histograms: the statistics did not see --data
             holdout = data
         _choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
-                              exclude_op_types, batch_axes, refit=None if from_histograms is not None else runner,
+                              exclude_op_types, batch_axes, refit=None if from_histograms is not None or budgeted else runner,
                               max_memory=max_memory)
         chosen, params = auto_candidate(result.chosen_method)
         warn_zero_tensors(result.amax)
@@ -318,7 +318,9 @@ def _choose_automatically(result, model, holdout, preprocess, batch_size, provid
     With ``refit`` (the runner of the statistics pass) the held-out samples' statistics are
     collected too and merged in, and the winner's ranges recomputed from all the data: the
     result is then what ``--method <winner>`` gives on all of it. Not for entropy2 / entropy,
-    whose TensorRT histograms follow the batches (they keep the ranges of the 4 samples in 5).
+    whose TensorRT histograms follow the batches (they keep the ranges of the 4 samples in 5), nor
+    with an accuracy budget, which measures on the same held-out samples. ``result.statistics``
+    stays that of the 4 samples in 5 (with TensorRT's histograms, for --report).
     """
     from .evaluate.mixed import choose_method
     from .methods import compute_ranges
@@ -349,11 +351,11 @@ def _choose_automatically(result, model, holdout, preprocess, batch_size, provid
         from .stats import merge
 
         held = gather_statistics(loader, refit, None, max_memory, 1, trt_histograms=False)
-        result.statistics = merge(stats, held)
-        result.amax = compute_ranges(name, result.statistics, **params)
+        merged = merge(stats, held)
+        result.amax = compute_ranges(name, merged, **params)
+        result.samples = int(merged.meta.get("samples", 0))
         choice.refit = True
-        logger.info("%s: ranges recomputed from all %d samples (the held-out ones merged in)", choice.chosen,
-                    int(result.statistics.meta.get("samples", 0)))
+        logger.info("%s: ranges recomputed from all %d samples (the held-out ones merged in)", choice.chosen, result.samples)
 
 
 def _held_out_loader(proto, holdout, preprocess, batch_size: int, batch_axes):
