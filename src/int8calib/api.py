@@ -21,6 +21,27 @@ if TYPE_CHECKING:  # the model path imports these when it runs: --from-histogram
     from .runner import ActivationRunner, RunnerSpec
 
 ALL = "all"  # --method all: every method from one pass
+AUTO = "auto"  # --method auto: every candidate from one pass, the best on held-out samples kept
+
+# --method auto's candidates: (name in the table, registered method, its parameters).
+AUTO_CANDIDATES: tuple[tuple[str, str, dict], ...] = (
+    ("entropy2", "entropy2", {}),
+    ("entropy2-stable", "entropy2-stable", {}),
+    ("minmax", "minmax", {}),
+    ("mse", "mse", {}),
+    ("percentile:99.9", "percentile", {"percentile": 99.9}),
+    ("percentile:99.99", "percentile", {"percentile": 99.99}),
+    ("percentile:99.999", "percentile", {"percentile": 99.999}),
+    ("legacy", "legacy", {}),
+)
+
+
+def auto_candidate(name: str) -> tuple[str, dict]:
+    """(registered method, parameters) of an auto candidate's table name."""
+    for label, method, params in AUTO_CANDIDATES:
+        if label == name:
+            return method, dict(params)
+    raise Int8CalibError(f"unknown auto candidate '{name}'")
 
 # The statistics file records what the statistics depend on; the method comes later.
 _STATISTICS_FIELDS = ("tool", "model_sha256", "preprocess", "data_sha256")
@@ -98,10 +119,13 @@ def calibrate(
     the statistics of a tensor (docs/performance.md). ``batch_axes`` ({input: axis or None})
     declares inputs' batch axes where the model's shapes do not tell (docs/inputs.md).
     """
-    names = available() if method == ALL else [method]
+    auto = method == AUTO
+    names = available() if method == ALL else sorted({m for _, m, _ in AUTO_CANDIDATES}) if auto else [method]
     for name in names:
         get_method(name)  # fail early on an unknown name
     budgeted = accuracy_budget is not None or min_sqnr is not None
+    if auto:
+        _check_auto(model, data, from_histograms, precision, output, method_params)
     if method == ALL and (qdq is not None or budgeted):
         raise Int8CalibError("--qdq, --accuracy-budget and --min-sqnr need one method; --method all writes caches and ranges only")
     if budgeted and precision != "int8":
@@ -117,7 +141,7 @@ def calibrate(
         stats = load_statistics(from_histograms)
         result = CalibrationResult({}, method, "", stats, samples=int(stats.meta.get("samples", 0)))
         base = stats.meta
-        if budgeted or output is not None:
+        if budgeted or (output is not None and not auto):
             _check_budget(model if model is not None else stats.meta.get("model"), output, accuracy_budget, min_sqnr)
     else:
         from .calibrator import Calibrator, run_calibrator
@@ -125,7 +149,7 @@ def calibrate(
 
         if model is None or data is None:
             raise Int8CalibError("calibrate needs a model and --data (or --from-histograms)")
-        if budgeted or output is not None:
+        if budgeted or (output is not None and not auto):
             _check_budget(model, output, accuracy_budget, min_sqnr)
         if tensors is None and qdq_only:
             from .runner import load_model
@@ -134,7 +158,7 @@ def calibrate(
             tensors = activation_tensors(load_model(model, load_external_data=False))
         runner = _runner_spec(model, providers, tensors, workers)
         inputs = _inputs(model, batch_axes)
-        if budgeted:
+        if budgeted or auto:
             from .evaluate.mixed import split_holdout
             from .sources import resolve
 
@@ -142,9 +166,9 @@ def calibrate(
             shuffle = None
             logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
         calibrator = Calibrator(
-            data, inputs, preprocess, batch_size, cache_file=None if method == ALL else cache, method=names[0],
-            shuffle=shuffle, skip_bad_images=skip_bad_images, reuse_cache=reuse_cache, model=model,
-            method_params=None if method == ALL else method_params,
+            data, inputs, preprocess, batch_size, cache_file=None if method in (ALL, AUTO) else cache,
+            method="entropy2" if auto else names[0], shuffle=shuffle, skip_bad_images=skip_bad_images,
+            reuse_cache=reuse_cache, model=model, method_params=None if method in (ALL, AUTO) else method_params,
         )
         if histograms is not None or report is not None:
             # Saving statistics needs a real run, so the cache is recomputed; strict still refuses a stale one.
@@ -153,7 +177,7 @@ def calibrate(
             calibrator.reuse_cache = "never"
         base = calibrator.provenance()
         meta = _statistics_meta(model, calibrator, base)
-        if method == ALL:
+        if method in (ALL, AUTO):
             result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names))
             result.samples = int(result.statistics.meta.get("samples", 0))
         else:
@@ -169,7 +193,18 @@ def calibrate(
             logger.warning("skipped %d unreadable sample(s); first: %s", len(calibrator.skipped), calibrator.skipped[0])
         if histograms is not None:
             save_statistics(result.statistics, histograms)
-    if not result.by_method:
+    if auto:
+        if holdout is None:  # --from-histograms: the statistics did not see --data
+            holdout = data
+        _choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
+                              exclude_op_types, batch_axes, refit=None if from_histograms is not None or budgeted else runner,
+                              max_memory=max_memory)
+        chosen, params = auto_candidate(result.chosen_method)
+        warn_zero_tensors(result.amax)
+        if cache is not None:
+            write_cache(cache, result.amax, result.algorithm, trt_version,
+                        _record(base, chosen, params) | {"chosen_by": result.auto.to_dict()})
+    elif not result.by_method:
         result.by_method, result.search_seconds = compute_all(result.statistics, names, **method_params)
         for name, amax in result.by_method.items():
             warn_zero_tensors(amax)
@@ -178,14 +213,17 @@ def calibrate(
                             get_method(name).algorithm, trt_version, _record(base, name, method_params))
         if method != ALL:
             result.amax, result.algorithm = result.by_method[method], get_method(method).algorithm
-    if ranges is not None:
+    if ranges is not None and auto:
+        chosen, params = auto_candidate(result.chosen_method)
+        write_ranges(ranges, result.amax, _record(base, chosen, params) | {"chosen_by": result.auto.to_dict()})
+    elif ranges is not None:
         for name, amax in result.by_method.items():
             write_ranges(method_path(ranges, name) if method == ALL else ranges, amax, _record(base, name, method_params))
     if report is not None:
         from .report import method_ranges, write_report
 
         stats = result.statistics
-        chosen = "entropy2" if method == ALL else method
+        chosen = "entropy2" if method == ALL else auto_candidate(result.chosen_method)[0] if auto else method
         write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen)
     if qdq is not None or budgeted:
         source = model if model is not None else result.statistics.meta.get("model") if result.statistics else None
@@ -193,7 +231,7 @@ def calibrate(
             raise Int8CalibError(f"--qdq needs the model: give MODEL (the statistics name {source!r}, not found)")
         pre = preprocess if preprocess is not None or result.statistics is None else result.statistics.meta.get("preprocess")
         if budgeted and holdout is None:
-            if data is None:
+            if data is None:  # (auto has its held-out samples already)
                 raise Int8CalibError("--accuracy-budget / --min-sqnr with --from-histograms need --data: samples the statistics did not see")
             holdout = data
         result.quantization = export_model(
@@ -225,26 +263,19 @@ def export_model(
 
     Returns the :class:`~int8calib.evaluate.mixed.MixedPrecision` decision, or None without a budget.
     """
-    from .preprocess import Preprocess
     from .runner import load_model
     from .writers.qdq import insert_qdq, write_model
 
     proto = load_model(model)
     mixed = None
     if accuracy_budget is not None or min_sqnr is not None:
-        from .batching import BatchLoader
-        from .calibrator import is_sample_list
         from .evaluate.mixed import choose_float_layers
         from .evaluate.outputs import check_budget
-        from .runner.model import declare_batch_axes, model_inputs
-        from .sources import resolve
 
         if precision != "int8":
             raise Int8CalibError(f"--accuracy-budget / --min-sqnr apply to --precision int8, not {precision}")
         check_budget(proto, output, accuracy_budget, min_sqnr)  # before the held-out data is read
-        inputs = declare_batch_axes(model_inputs(proto), batch_axes)
-        samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: i.layout for i in inputs})
-        loader = BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
+        loader = _held_out_loader(proto, holdout, preprocess, batch_size, batch_axes)
         mixed = choose_float_layers(
             proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers, min_sqnr, output
         )
@@ -255,6 +286,89 @@ def export_model(
         write_model(path, insert_qdq(proto, amax, exclude_nodes, exclude_op_types, precision, keep))
         logger.info("wrote the %s model %s", precision, path)
     return mixed
+
+
+def _check_auto(model, data, from_histograms, precision, output, method_params) -> None:
+    """--method auto's flags, before any data is read: it needs the model, held-out data and int8."""
+    if method_params:
+        raise Int8CalibError(f"--method auto tries its own candidates; drop {', '.join('--' + k.replace('_', '-') for k in method_params)}")
+    if precision != "int8":
+        raise Int8CalibError(f"--method auto compares INT8 models; it does not apply to --precision {precision}")
+    if data is None:
+        raise Int8CalibError(
+            "--method auto needs --data: it measures each candidate on held-out samples"
+            + (" (with --from-histograms, samples the statistics did not see)" if from_histograms is not None else "")
+        )
+    if model is None and from_histograms is None:
+        raise Int8CalibError("--method auto needs MODEL: it builds each candidate's Q/DQ model")
+    if from_histograms is not None and model is None:
+        model = load_statistics(from_histograms).meta.get("model")
+    if model is None or not Path(model).is_file():
+        raise Int8CalibError(f"--method auto needs the model: give MODEL ({model!r} not found)")
+    from .evaluate.outputs import choose_output
+    from .runner import load_model
+
+    choose_output(load_model(model, load_external_data=False), output)
+
+
+def _choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
+                          exclude_op_types, batch_axes, refit=None, max_memory=None) -> None:
+    """--method auto: every candidate's ranges from ``result.statistics``, ranked on ``holdout``.
+
+    With ``refit`` (the runner of the statistics pass) the held-out samples' statistics are
+    collected too and merged in, and the winner's ranges recomputed from all the data: the
+    result is then what ``--method <winner>`` gives on all of it. Not for entropy2 / entropy,
+    whose TensorRT histograms follow the batches (they keep the ranges of the 4 samples in 5), nor
+    with an accuracy budget, which measures on the same held-out samples. ``result.statistics``
+    stays that of the 4 samples in 5 (with TensorRT's histograms, for --report).
+    """
+    from .evaluate.mixed import choose_method
+    from .methods import compute_ranges
+    from .runner import load_model
+
+    stats = result.statistics
+    source = model if model is not None else stats.meta.get("model")
+    pre = preprocess if preprocess is not None else stats.meta.get("preprocess")
+    candidates, seconds = {}, {}
+    for label, name, params in AUTO_CANDIDATES:
+        start = time.perf_counter()
+        candidates[label] = compute_ranges(name, stats, **params)
+        seconds[label] = time.perf_counter() - start
+    proto = load_model(source)
+    loader = _held_out_loader(proto, holdout, pre, batch_size, batch_axes)
+    choice = choose_method(proto, candidates, loader, output, exclude_nodes, exclude_op_types, providers)
+    logger.debug("%s", choice.format_table())
+    logger.info("--method auto chose %s (held-out SQNR of '%s' %.2f dB%s)", choice.chosen, choice.output,
+                300.0 if choice.table[0]["sqnr_db"] is None else choice.table[0]["sqnr_db"],
+                f", {choice.margin_db:+.2f} dB ahead of {choice.table[1]['candidate']}" if choice.margin_db is not None else "")
+    result.by_method, result.search_seconds, result.auto = candidates, seconds, choice
+    result.chosen_method = choice.chosen
+    result.amax = candidates[choice.chosen]
+    name, params = auto_candidate(choice.chosen)
+    result.algorithm = get_method(name).algorithm
+    if refit is not None and not get_method(name).ordered:
+        from .collection import gather_statistics
+        from .stats import merge
+
+        held = gather_statistics(loader, refit, None, max_memory, 1, trt_histograms=False)
+        merged = merge(stats, held)
+        result.amax = compute_ranges(name, merged, **params)
+        result.samples = int(merged.meta.get("samples", 0))
+        choice.refit = True
+        logger.info("%s: ranges recomputed from all %d samples (the held-out ones merged in)", choice.chosen, result.samples)
+
+
+def _held_out_loader(proto, holdout, preprocess, batch_size: int, batch_axes):
+    """A loader over the held-out samples (a sample list, or data to resolve), preprocessed like calibration."""
+    from .batching import BatchLoader
+    from .calibrator import is_sample_list
+    from .preprocess import Preprocess
+    from .runner.model import declare_batch_axes, model_inputs
+    from .sources import resolve
+
+    inputs = declare_batch_axes(model_inputs(proto), batch_axes)
+    samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: i.layout for i in inputs})
+    return BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
 
 
 def _check_budget(model, output, accuracy_budget, min_sqnr) -> None:

@@ -29,8 +29,9 @@ def register(sub) -> None:
     method.add_argument(
         "--method", default="entropy2",
         help="entropy2 (default; TensorRT's, follows the batches), entropy2-stable (any batching), entropy, minmax, "
-        "percentile, mse, legacy, or 'all' to compute every method "
-        "from one pass, print a comparison table and write one cache per method (docs/methods.md)",
+        "percentile, mse, legacy, 'all' to compute every method "
+        "from one pass, print a comparison table and write one cache per method, or 'auto' to keep the candidate "
+        "with the least output error on 1 sample in 5 held out (needs MODEL and --data; docs/methods.md)",
     )
     method.add_argument("--percentile", type=float, metavar="P", help="percentile method: keep P %% of |x| (default 99.99)")
     method.add_argument("--quantile", type=float, help="legacy method: IInt8LegacyCalibrator quantile (default 0.99999)")
@@ -70,7 +71,7 @@ def register(sub) -> None:
                      "needs a scores output [N, classes]")
     qdq.add_argument("--min-sqnr", type=float, metavar="DB", help="keep the most sensitive layers in float until the held-out "
                      "output SQNR is >= DB (any float output; 1 sample in 5 held out)")
-    qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr "
+    qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr / --method auto "
                      "(default: the first floating-point output)")
 
     report = p.add_argument_group("report")
@@ -130,6 +131,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         from ..methods.compare import format_table
 
         print(format_table(result.statistics, result.by_method))
+    if result.auto is not None:
+        print(result.auto.format_table())
         for name, seconds in result.search_seconds.items():
             logger.info("%-10s threshold search %7.1f ms for %d tensors", name, 1e3 * seconds, len(result.by_method[name]))
     outputs = ", ".join(str(p) for p in (args.cache, args.ranges, args.histograms, args.report, args.qdq) if p) or "no file written"
@@ -138,7 +141,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     else:
         logger.info(
             "calibrated %d tensors on %d samples with %s in %.1f s -> %s",
-            len(next(iter(result.by_method.values()))), result.samples, result.method, result.seconds, outputs,
+            len(next(iter(result.by_method.values()))), result.samples,
+            f"auto ({result.chosen_method})" if result.chosen_method else result.method, result.seconds, outputs,
         )
     mixed = result.quantization
     if mixed is not None:

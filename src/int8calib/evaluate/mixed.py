@@ -31,7 +31,7 @@ from ..sources import Sample
 from ..util.log import logger, progress
 from ..writers.qdq import build_qdq
 from .compare import compare_models
-from .outputs import check_budget
+from .outputs import check_budget, choose_output
 
 HOLDOUT_EVERY = 5
 RANK_SAMPLES = 32  # SQNR is a smooth measure: a few dozen samples rank the layers; agreement uses all
@@ -94,15 +94,10 @@ def choose_float_layers(
     that meet ``budget`` (points of top-1 agreement on scores [N, classes]) or ``min_sqnr`` (dB
     of output SQNR, any float output); ``output`` is the output watched (default: the first float one)."""
     output = check_budget(model, output, budget, min_sqnr).name
-    batches = [(b.feeds, b.n, None) for b in loader]  # held out: small enough to keep preprocessed
-    reference_runner = ActivationRunner(model, providers, [output])
-    reference = [reference_runner.run(feeds)[output] for feeds, _, _ in batches]
+    batches, reference = _held_out(model, loader, output, providers)
 
     def measure(keep: Sequence[str], rows: int | None = None):
-        qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep)
-        data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
-        result = compare_models(model, qdq, data, output, providers=providers, reference=ref).output
-        return result.to_dict(), summary
+        return _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep, rows)
 
     def ok(metrics: dict) -> bool:
         return _db(metrics["sqnr_db"]) >= min_sqnr if min_sqnr is not None else _loss(metrics) <= budget
@@ -161,6 +156,106 @@ def choose_float_layers(
             len(mixed.kept), min_sqnr, mixed.sqnr_db, mixed.int8_sqnr_db,
         )
     return mixed
+
+
+def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, providers):
+    """The held-out batches (kept preprocessed: they are few) and the float model's ``output`` on them."""
+    batches = [(b.feeds, b.n, None) for b in loader]
+    reference_runner = ActivationRunner(model, providers, [output])
+    return batches, [reference_runner.run(feeds)[output] for feeds, _, _ in batches]
+
+
+def _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None):
+    """Build the Q/DQ model of ``amax`` in memory and compare its ``output`` with the float model's."""
+    qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep)
+    data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
+    result = compare_models(model, qdq, data, output, providers=providers, reference=ref).output
+    return result.to_dict(), summary
+
+
+@dataclass
+class MethodChoice:
+    """What ``--method auto`` measured: every candidate's held-out error and the winner."""
+
+    chosen: str  # candidate name, e.g. "mse" or "percentile:99.99"
+    output: str  # the output compared
+    scores: bool  # [N, classes]: by expected top-1 agreement (ties within one sample's worth: SQNR); otherwise by SQNR
+    samples: int  # held-out samples
+    table: list[dict] = field(default_factory=list)  # {"candidate", "top1_agreement", "sqnr_db"}, best first
+    refit: bool = False  # the winner's ranges were recomputed with the held-out samples merged in
+
+    @property
+    def margin_db(self) -> float | None:
+        """How much better the winner's SQNR is than the runner-up's (None with one candidate)."""
+        if len(self.table) < 2:
+            return None
+        return _db(self.table[0]["sqnr_db"]) - _db(self.table[1]["sqnr_db"])
+
+    def to_dict(self) -> dict:
+        return {"chosen": self.chosen, "output": self.output, "ranked_by": "expected_top1_agreement (within 100/n points: sqnr_db)" if self.scores else "sqnr_db",
+                "held_out_samples": self.samples, "refit_on_all_samples": self.refit, "candidates": self.table}
+
+    def format_table(self) -> str:
+        head = f"{'candidate':<18}" + (f"{'expected agree %':>17}{'observed %':>11}" if self.scores else "") + f"{'SQNR dB':>10}"
+        lines = [f"--method auto: held-out error of '{self.output}' on {self.samples} samples (best first)", head]
+        for i, row in enumerate(self.table):
+            agree = f"{row['expected_top1_agreement']:>17.2f}{row['top1_agreement']:>11.2f}" if self.scores else ""
+            mark = "  <- chosen" if i == 0 else ""
+            lines.append(f"{row['candidate']:<18}{agree}{_db(row['sqnr_db']):>10.2f}{mark}")
+        if len(self.table) > 1:
+            second = self.table[1]
+            by = f"{self.margin_db:+.2f} dB SQNR"
+            if self.scores:
+                by = f"{self.table[0]['expected_top1_agreement'] - second['expected_top1_agreement']:+.2f} points of expected agreement, " + by
+            lines.append(f"chosen: {self.chosen}, ahead of {second['candidate']} by {by}")
+        else:
+            lines.append(f"chosen: {self.chosen}")
+        return "\n".join(lines)
+
+
+def choose_method(
+    model: onnx.ModelProto,
+    candidates: dict[str, dict[str, float]],
+    loader: BatchLoader,
+    output: str | None = None,
+    exclude_nodes: str | None = None,
+    exclude_op_types: Sequence[str] = (),
+    providers: Sequence[str] | None = None,
+) -> MethodChoice:
+    """Build each candidate's all-INT8 Q/DQ model in memory and rank them by the held-out error of
+    ``output`` (default: the first float output): scores [N, classes] by expected top-1 agreement
+    (from each sample's top-1 margin, as the accuracy budget; within one held-out sample's worth
+    of the best, by SQNR),
+    any other output by SQNR. Ties keep the order of ``candidates``."""
+    info = choose_output(model, output)
+    batches, reference = _held_out(model, loader, info.name, providers)
+    rows = []
+    for name, amax in progress(candidates.items(), total=len(candidates), desc="auto candidates", unit="method"):
+        metrics, _ = _measure(model, amax, batches, reference, info.name, exclude_nodes, exclude_op_types, providers)
+        flips = metrics["expected_top1_disagreement"]
+        rows.append({"candidate": name, "top1_agreement": metrics["top1_agreement"],
+                     "expected_top1_agreement": None if flips is None else round(100.0 - flips, 4),
+                     "sqnr_db": metrics["sqnr_db"], "n": metrics["n"]})
+    scores = info.is_scores and all(r["expected_top1_agreement"] is not None for r in rows)
+    n = rows[0]["n"] if rows else 0
+    if scores:
+        # Agreement observed on ~100 held-out samples moves in whole-sample steps (one photo decides), so
+        # the smooth expected agreement (every sample's top-1 margin, as the accuracy budget) is used, and
+        # differences below one held-out sample (100 / n points) are not resolved by this data: the
+        # candidates within that of the best are ranked by SQNR, the others behind them by agreement.
+        best = max(r["expected_top1_agreement"] for r in rows)
+        tie = 100.0 / max(n, 1)
+
+        def key(r):
+            close = r["expected_top1_agreement"] >= best - tie
+            return (0, -_db(r["sqnr_db"]), 0.0) if close else (1, -r["expected_top1_agreement"], -_db(r["sqnr_db"]))
+    else:
+        def key(r):
+            return -_db(r["sqnr_db"])
+    rows.sort(key=key)  # stable: ties keep the candidates' order
+    for r in rows:
+        r.pop("n", None)
+    return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows)
 
 
 def _loss(metrics: dict) -> float:

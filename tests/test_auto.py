@@ -1,0 +1,127 @@
+"""--method auto (#15 point 1): every candidate from one pass, ranked on held-out samples."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from int8calib.api import AUTO_CANDIDATES, calibrate
+from int8calib.cli import main
+from int8calib.writers.cache import read_cache
+
+from tinymodels import residual_cnn
+
+LABELS = [label for label, _, _ in AUTO_CANDIDATES]
+
+
+@pytest.fixture
+def outliers(tmp_path):
+    """residual_cnn and 100 samples of N(0, 1) where 4 calibration samples (never held out: index % 5 != 4)
+    carry a few values of 1000: minmax stretches the ranges to them and loses every ordinary value."""
+    residual_cnn(tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 3, 8, 8)).astype(np.float32)
+    for i in (0, 21, 42, 63):
+        x[i, :, 0, 0] = 1000.0
+    np.save(tmp_path / "x.npy", x)
+    return tmp_path
+
+
+def test_auto_picks_a_robust_method_and_tables_every_candidate(outliers):
+    result = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", cache=outliers / "c.cache",
+                       qdq=outliers / "q.onnx", batch_size=16)
+    choice = result.auto
+    assert [row["candidate"] for row in sorted(choice.table, key=lambda r: LABELS.index(r["candidate"]))] == LABELS
+    assert choice.output == "logits" and choice.scores and choice.samples == 20
+    by = {row["candidate"]: row for row in choice.table}
+    best = choice.table[0]
+    assert result.chosen_method == choice.chosen == best["candidate"] != "minmax"
+    # minmax really is far behind: the outliers cost it most of the output SQNR
+    assert _db(by["minmax"]) < _db(best) - 10
+    top = max(r["expected_top1_agreement"] for r in choice.table)
+    close = [r for r in choice.table if r["expected_top1_agreement"] >= top - 100 / choice.samples]
+    assert best in close and _db(best) == max(_db(r) for r in close)
+    assert by["minmax"]["expected_top1_agreement"] < best["expected_top1_agreement"]
+    assert result.method == "auto" and choice.refit  # (a robust winner is not entropy2, which keeps 4 in 5)
+    # the winner's ranges are refit on all 100 samples: exactly what --method <winner> gives on all of them
+    method, params = __import__("int8calib.api", fromlist=["auto_candidate"]).auto_candidate(choice.chosen)
+    alone = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method=method, batch_size=16, **params)
+    assert result.amax == alone.amax and result.samples == 100
+    # the cache is the chosen method's, and its sidecar says auto chose it and why
+    cache = read_cache(outliers / "c.cache")
+    assert cache.algorithm == result.algorithm
+    side = json.loads((outliers / "c.cache.json").read_text())
+    assert side["method"] == method and side["chosen_by"]["chosen"] == choice.chosen
+    assert len(side["chosen_by"]["candidates"]) == len(LABELS)
+    assert (outliers / "q.onnx").is_file()
+
+
+def test_with_an_accuracy_budget_the_held_out_samples_stay_out_of_the_ranges(outliers):
+    result = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", qdq=outliers / "q.onnx",
+                       accuracy_budget=100.0, batch_size=16)
+    assert not result.auto.refit and result.samples == 80
+    assert result.amax == result.by_method[result.chosen_method] and result.quantization.samples == 20
+
+
+def test_auto_on_a_non_scores_output_ranks_by_sqnr(tmp_path):
+    residual_cnn(tmp_path / "m.onnx", size=4)
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "x.npy", rng.standard_normal((20, 3, 4, 4)).astype(np.float32))
+    # residual_cnn's only output is [N, 5] scores; drop the class count to make it "anything else"
+    import onnx
+
+    m = onnx.load(tmp_path / "m.onnx")
+    m.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "C"
+    onnx.save(m, tmp_path / "m2.onnx")
+    result = calibrate(tmp_path / "m2.onnx", str(tmp_path / "x.npy"), method="auto", batch_size=8)
+    table = result.auto.table
+    assert not result.auto.scores and len(table) == len(LABELS)
+    assert [_db(r) for r in table] == sorted((_db(r) for r in table), reverse=True)
+
+
+def test_cli_prints_the_table(outliers, capsys):
+    assert main(["calibrate", str(outliers / "m.onnx"), "--data", str(outliers / "x.npy"), "--method", "auto",
+                 "--qdq", str(outliers / "q.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "--method auto: held-out error of 'logits' on 20 samples" in out
+    for label in LABELS:
+        assert label in out
+    assert "<- chosen" in out and "chosen: " in out and "ahead of" in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--precision", "fp16", "--qdq", "OUT"], "--precision fp16"),
+    (["--percentile", "99.9"], "--percentile applies to --method percentile"),
+    (["--output", "nope"], "no output 'nope'"),
+])
+def test_bad_combinations_exit_2_before_reading_data(outliers, capsys, extra, message):
+    extra = [str(outliers / "q.onnx") if a == "OUT" else a for a in extra]
+    # the data does not exist: the flags must be refused before it is read
+    code = main(["calibrate", str(outliers / "m.onnx"), "--data", str(outliers / "missing.npy"), "--method", "auto", *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+
+
+def test_api_refuses_method_parameters(outliers):
+    from int8calib.errors import Int8CalibError
+
+    with pytest.raises(Int8CalibError, match="drop --percentile"):
+        calibrate(outliers / "m.onnx", str(outliers / "missing.npy"), method="auto", percentile=99.9)
+
+
+def test_from_histograms_without_data_exits_2(outliers, capsys):
+    assert main(["calibrate", str(outliers / "m.onnx"), "--data", str(outliers / "x.npy"), "--method", "minmax",
+                 "--histograms", str(outliers / "h.npz")]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "--from-histograms", str(outliers / "h.npz"), "--method", "auto"]) == 2
+    assert "--method auto needs --data" in capsys.readouterr().err
+    # with --data, the samples the statistics did not see are the held-out ones
+    result = calibrate(from_histograms=outliers / "h.npz", data=str(outliers / "x.npy"), method="auto")
+    assert len(result.auto.table) == len(LABELS) and result.auto.samples == 100
+
+
+def _db(row) -> float:
+    return 300.0 if row["sqnr_db"] is None else row["sqnr_db"]
