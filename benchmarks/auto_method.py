@@ -10,30 +10,19 @@ top-1 agreement and output SQNR against the float model.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
 
 from int8calib import api
 from int8calib.evaluate import evaluate
+from imagenet_split import PRESET, arguments, split
 
-PRESET = "efficientnet-lite"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[1].parent / "shared"))
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-    shared = Path(args.shared)
-    model = shared / "models" / "efficientnet_lite0.onnx"
-    folder = shared / "data" / "imagenet-sample"
-    with open(folder / "labels.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    even = [str(folder / r["file"]) for r in rows if int(r["class_index"]) % 2 == 0]
-    odd = [str(folder / r["file"]) for r in rows if int(r["class_index"]) % 2 == 1]
+    args = arguments(__doc__.splitlines()[0])
+    model, labels, even, odd = split(args.shared)
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("mse", "auto"):
             qdq = Path(tmp) / f"{method}.onnx"
@@ -42,7 +31,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             if result.auto is not None:
                 print(result.auto.format_table())
-            out = evaluate(model, qdq, odd, PRESET, labels=folder / "labels.tsv", batch_size=50).output.to_dict()
+            out = evaluate(model, qdq, odd, PRESET, labels=labels, batch_size=50).output.to_dict()
             print(f"{method:<5} ({result.chosen_method or method}): calibrate --qdq {seconds:6.1f} s; on the 500 odd photos "
                   f"top-1 agreement {out['top1_agreement']:.1f} %, SQNR {out['sqnr_db']:.2f} dB, "
                   f"int8 top-1 {out['int8_top1']:.1f} % (fp32 {out['fp32_top1']:.1f} %)", flush=True)

@@ -9,8 +9,6 @@ on the 500 odd-class photos against the float model: top-1 agreement, output SQN
 
 from __future__ import annotations
 
-import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -27,22 +25,13 @@ from int8calib.runner import ActivationRunner, model_inputs
 from int8calib.sources import resolve
 from int8calib.stats import load
 from int8calib.writers.qdq import build_qdq
+from imagenet_split import PRESET, arguments, split
 
-PRESET = "efficientnet-lite"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[1].parent / "shared"))
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-    shared = Path(args.shared)
-    model_path = shared / "models" / "efficientnet_lite0.onnx"
-    folder = shared / "data" / "imagenet-sample"
-    with open(folder / "labels.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    even = [str(folder / r["file"]) for r in rows if int(r["class_index"]) % 2 == 0]
-    odd = [str(folder / r["file"]) for r in rows if int(r["class_index"]) % 2 == 1]
+    args = arguments(__doc__.splitlines()[0])
+    model_path, labels_path, even, odd = split(args.shared)
 
     with tempfile.TemporaryDirectory() as tmp:
         stats_path = Path(tmp) / "even.npz"
@@ -52,7 +41,7 @@ def main() -> None:
         stats = load(stats_path)
 
     model = onnx.load(str(model_path))
-    labels = read_labels(folder / "labels.tsv")
+    labels = read_labels(labels_path)
     loader = BatchLoader(resolve(odd), model_inputs(model), Preprocess.load(PRESET), 50)
     batches = list(labelled_batches(loader, labels))
     runner = ActivationRunner(model, None, ["logits"])

@@ -98,6 +98,3 @@ class TrtHistogram:
             out.double()
         out.counts += other.counts
         return out
-
-    def copy(self) -> "TrtHistogram":
-        return TrtHistogram(self.counts.copy(), self.first_max, self.range, self.edge)
