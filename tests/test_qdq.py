@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -208,11 +210,20 @@ def test_calibrate_cli_writes_qdq_also_from_histograms(rng, tmp_path):
     stats, direct, again = tmp_path / "s.npz", tmp_path / "direct.onnx", tmp_path / "again.onnx"
     assert main(["calibrate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--method", "minmax",
                  "--histograms", str(stats), "--qdq", str(direct), "--exclude-nodes", "conv3", "-q"]) == 0
+    # without --data the statistics alone give the model, its biases uncorrected (nothing to measure on) ...
     assert main(["calibrate", "--from-histograms", str(stats), "--method", "minmax", "--qdq", str(again),
                  "--exclude-nodes", "conv3", "-q"]) == 0
+    plain = tmp_path / "plain.onnx"
+    assert main(["calibrate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--method", "minmax",
+                 "--qdq", str(plain), "--exclude-nodes", "conv3", "--no-bias-correction", "-q"]) == 0
+    assert onnx.load(plain).SerializeToString() == onnx.load(again).SerializeToString()
+    # ... and with --data, the same corrected model as the direct run
+    assert main(["calibrate", "--from-histograms", str(stats), "--method", "minmax", "--qdq", str(again),
+                 "--data", str(tmp_path / "x.npy"), "--exclude-nodes", "conv3", "-q"]) == 0
     a, b = onnx.load(direct), onnx.load(again)
     check(a)
     assert a.SerializeToString() == b.SerializeToString()
+    assert json.loads(a.metadata_props[0].value)["bias_correction"] == {"layers": 2, "samples": 6}
     assert _node(a, "conv3").input[1] == "w3" and _node(a, "conv1").input[1] != "w1"
     # minmax on the same six samples: x's scale is max |x| / 127
     assert _act_scale(a, _node(a, "conv1"), 0)[1] == pytest.approx(float(np.abs(x).max()) / 127)

@@ -90,6 +90,7 @@ def calibrate(
     tensors: Sequence[str] | None = None,
     max_memory: "int | str | None" = None,
     workers: int = 1,
+    bias_correction: bool | None = None,
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
@@ -118,6 +119,11 @@ def calibrate(
     (bytes or '1.5G'); ``workers`` collects in that many processes. None of them changes
     the statistics of a tensor (docs/performance.md). ``batch_axes`` ({input: axis or None})
     declares inputs' batch axes where the model's shapes do not tell (docs/inputs.md).
+
+    ``bias_correction`` (default: on when an int8 ``qdq`` model is written) corrects the
+    biases of the Q/DQ model for the mean output shift its int8 weights cause, measured on
+    up to ``passes.BIAS_SAMPLES`` calibration samples (:mod:`int8calib.passes.bias_correction`);
+    ``--method auto`` and the accuracy budget then measure corrected models.
     """
     auto = method == AUTO
     names = available() if method == ALL else sorted({m for _, m, _ in AUTO_CANDIDATES}) if auto else [method]
@@ -130,6 +136,7 @@ def calibrate(
         raise Int8CalibError("--qdq, --accuracy-budget and --min-sqnr need one method; --method all writes caches and ranges only")
     if budgeted and precision != "int8":
         raise Int8CalibError(f"--accuracy-budget / --min-sqnr apply to --precision int8, not {precision}")
+    correct = _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histograms, data)
     for written in (cache, ranges, histograms, report, qdq):
         if written is not None and not Path(written).resolve().parent.is_dir():
             raise Int8CalibError(f"{written}: the folder to write it in does not exist")
@@ -193,12 +200,18 @@ def calibrate(
             logger.warning("skipped %d unreadable sample(s); first: %s", len(calibrator.skipped), calibrator.skipped[0])
         if histograms is not None:
             save_statistics(result.statistics, histograms)
+    shifts = None
+    if correct and not auto:
+        shifts = _bias_shifts(model if model is not None else result.statistics.meta.get("model"),
+                              calibrator.loader if from_histograms is None else data,
+                              preprocess if preprocess is not None else result.statistics.meta.get("preprocess"),
+                              batch_size, providers, batch_axes)
     if auto:
         if holdout is None:  # --from-histograms: the statistics did not see --data
             holdout = data
-        _choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
-                              exclude_op_types, batch_axes, refit=None if from_histograms is not None or budgeted else runner,
-                              max_memory=max_memory)
+        shifts = _choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
+                                       exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
+                                       refit=None if from_histograms is not None or budgeted else runner)
         chosen, params = auto_candidate(result.chosen_method)
         warn_zero_tensors(result.amax)
         if cache is not None:
@@ -224,7 +237,8 @@ def calibrate(
 
         stats = result.statistics
         chosen = "entropy2" if method == ALL else auto_candidate(result.chosen_method)[0] if auto else method
-        write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen)
+        write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen,
+                     auto=result.auto.to_dict() if auto else None)
     if qdq is not None or budgeted:
         source = model if model is not None else result.statistics.meta.get("model") if result.statistics else None
         if source is None or not Path(source).is_file():
@@ -234,9 +248,14 @@ def calibrate(
             if data is None:  # (auto has its held-out samples already)
                 raise Int8CalibError("--accuracy-budget / --min-sqnr with --from-histograms need --data: samples the statistics did not see")
             holdout = data
+        if auto:
+            chosen, params = auto_candidate(result.chosen_method)
+            record = _record(base, chosen, params) | {"chosen_by": result.auto.to_dict()}
+        else:
+            record = _record(base, method, method_params)
         result.quantization = export_model(
             source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
-            batch_size, providers, min_sqnr, output, batch_axes,
+            batch_size, providers, min_sqnr, output, batch_axes, shifts, record,
         )
     result.seconds = time.perf_counter() - start
     return result
@@ -257,13 +276,20 @@ def export_model(
     min_sqnr: float | None = None,
     output: str | None = None,
     batch_axes: "dict[str, int | None] | None" = None,
+    shifts=None,
+    record: dict | None = None,
 ):
     """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ); with a budget (``accuracy_budget``
     points of top-1 agreement or ``min_sqnr`` dB of ``output``'s SQNR), choose the layers kept in float.
+    ``shifts`` (:class:`~int8calib.passes.BiasShifts`) corrects the Q/DQ model's biases; ``record``
+    (provenance) goes into the model's metadata, with what bias correction did.
 
     Returns the :class:`~int8calib.evaluate.mixed.MixedPrecision` decision, or None without a budget.
     """
+    import onnx
+
     from .runner import load_model
+    from .writers.provenance import metadata_props
     from .writers.qdq import insert_qdq, write_model
 
     proto = load_model(model)
@@ -277,13 +303,26 @@ def export_model(
         check_budget(proto, output, accuracy_budget, min_sqnr)  # before the held-out data is read
         loader = _held_out_loader(proto, holdout, preprocess, batch_size, batch_axes)
         mixed = choose_float_layers(
-            proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers, min_sqnr, output
+            proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers, min_sqnr, output, shifts
         )
         if mixed.kept:
             logger.info("trtexec --precisionConstraints=obey --layerPrecisions=%s", mixed.layer_precisions)
     if path is not None:
         keep = mixed.kept if mixed is not None else ()
-        write_model(path, insert_qdq(proto, amax, exclude_nodes, exclude_op_types, precision, keep))
+        written = insert_qdq(proto, amax, exclude_nodes, exclude_op_types, precision, keep)
+        if precision == "int8":
+            record = dict(record or {})
+            if shifts is not None:
+                from .passes import correct_biases
+
+                corrected = correct_biases(written, shifts)
+                record["bias_correction"] = {"layers": len(corrected), "samples": shifts.samples}
+                logger.info("bias correction: %d layer(s) corrected (largest shift %s)", len(corrected),
+                            ", ".join(f"{n} {v:.3g}" for n, v in shifts.largest(1)) or "none")
+            else:
+                record["bias_correction"] = None
+            onnx.helper.set_model_props(written, metadata_props(record))
+        write_model(path, written)
         logger.info("wrote the %s model %s", precision, path)
     return mixed
 
@@ -312,8 +351,12 @@ def _check_auto(model, data, from_histograms, precision, output, method_params) 
 
 
 def _choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
-                          exclude_op_types, batch_axes, refit=None, max_memory=None) -> None:
+                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False):
     """--method auto: every candidate's ranges from ``result.statistics``, ranked on ``holdout``.
+
+    The held-out samples are preprocessed once and serve the ranking, the refit and, with
+    ``correct``, the bias correction's shifts, which are returned (None without). Shifts do not
+    depend on activation ranges, so measuring them on these samples favours no candidate.
 
     With ``refit`` (the runner of the statistics pass) the held-out samples' statistics are
     collected too and merged in, and the winner's ranges recomputed from all the data: the
@@ -324,6 +367,7 @@ def _choose_automatically(result, model, holdout, preprocess, batch_size, provid
     """
     from .evaluate.mixed import choose_method
     from .methods import compute_ranges
+    from .passes import measure_shifts
     from .runner import load_model
 
     stats = result.statistics
@@ -336,7 +380,9 @@ def _choose_automatically(result, model, holdout, preprocess, batch_size, provid
         seconds[label] = time.perf_counter() - start
     proto = load_model(source)
     loader = _held_out_loader(proto, holdout, pre, batch_size, batch_axes)
-    choice = choose_method(proto, candidates, loader, output, exclude_nodes, exclude_op_types, providers)
+    batches = list(loader)  # few samples: kept preprocessed for every use below
+    shifts = measure_shifts(proto, batches, providers) if correct else None
+    choice = choose_method(proto, candidates, batches, output, exclude_nodes, exclude_op_types, providers, shifts)
     logger.debug("%s", choice.format_table())
     logger.info("--method auto chose %s (held-out SQNR of '%s' %.2f dB%s)", choice.chosen, choice.output,
                 300.0 if choice.table[0]["sqnr_db"] is None else choice.table[0]["sqnr_db"],
@@ -347,15 +393,51 @@ def _choose_automatically(result, model, holdout, preprocess, batch_size, provid
     name, params = auto_candidate(choice.chosen)
     result.algorithm = get_method(name).algorithm
     if refit is not None and not get_method(name).ordered:
-        from .collection import gather_statistics
+        from .collection.calibration_pass import collect_statistics
+        from .runner import ActivationRunner
         from .stats import merge
 
-        held = gather_statistics(loader, refit, None, max_memory, 1, trt_histograms=False)
+        runner = refit() if callable(refit) else ActivationRunner(
+            refit.model, refit.providers, refit.tensors, derive=refit.derive, any_layout=refit.any_layout)
+        held = collect_statistics(loader, runner, None, max_memory, batches=iter(batches), trt_histograms=False)
         merged = merge(stats, held)
         result.amax = compute_ranges(name, merged, **params)
         result.samples = int(merged.meta.get("samples", 0))
         choice.refit = True
         logger.info("%s: ranges recomputed from all %d samples (the held-out ones merged in)", choice.chosen, result.samples)
+    return shifts
+
+
+def _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histograms, data) -> bool:
+    """Whether to correct biases (default: when an int8 Q/DQ model is written and data can be read)."""
+    int8_model = (qdq is not None or budgeted) and precision == "int8"
+    if bias_correction and not int8_model:
+        raise Int8CalibError("--bias-correction corrects the int8 Q/DQ model's biases: it needs --qdq (with --precision int8)")
+    if bias_correction and from_histograms is not None and data is None:
+        raise Int8CalibError("--bias-correction with --from-histograms needs --data: it runs the model on calibration samples")
+    if bias_correction is None:
+        bias_correction = qdq is not None and precision == "int8"
+        if bias_correction and from_histograms is not None and data is None:
+            logger.info("no bias correction: --from-histograms without --data has no samples to measure it on")
+            return False
+    return bool(bias_correction)
+
+
+def _bias_shifts(model, data, preprocess, batch_size: int, providers, batch_axes):
+    """The weight-rounding output shifts of ``model``, measured on up to BIAS_SAMPLES samples of
+    ``data`` (the calibration loader, or data to resolve) spread over it."""
+    from .batching import BatchLoader
+    from .passes import measure_shifts, spread
+    from .runner import load_model
+
+    proto = load_model(model)
+    if not isinstance(data, (BatchLoader, str, Path, list, tuple)):
+        logger.info("no bias correction: it needs sample files (a data-loader script's batches are not read twice)")
+        return None
+    if not isinstance(data, BatchLoader):
+        data = _held_out_loader(proto, data, preprocess, batch_size, batch_axes)
+    loader = BatchLoader(spread(data.samples), data.inputs, data.preprocess, data.batch_size, data.skip_bad)
+    return measure_shifts(proto, loader, providers, max_samples=None)
 
 
 def _held_out_loader(proto, holdout, preprocess, batch_size: int, batch_axes):

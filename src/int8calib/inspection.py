@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Int8CalibError
-from .writers.provenance import METADATA_KEY, read_sidecar, sha256_bytes, sidecar_path
+from .writers.provenance import model_record, read_sidecar, sha256_bytes, sidecar_path
 
 
 @dataclass
@@ -127,6 +127,16 @@ def _statistics(path: Path) -> Inspection:
     return Inspection(path, "statistics", summary, ("tensor", "values", "min", "max", "amax"), rows, meta)
 
 
+def _bias_correction(record: dict | None) -> str:
+    """What the provenance says about bias correction (models written before it say nothing)."""
+    done = (record or {}).get("bias_correction", "unknown")
+    if done == "unknown":
+        return "unknown (no int8calib record)"
+    if not done:
+        return "no"
+    return f"yes, {done.get('layers', '?')} layer(s), shifts measured on {done.get('samples', '?')} sample(s)"
+
+
 def _qdq_model(path: Path) -> Inspection:
     import onnx
     from onnx import numpy_helper
@@ -154,15 +164,10 @@ def _qdq_model(path: Path) -> Inspection:
             continue
         scale = np.asarray(scale, np.float64)
         rows.append((q.input[0], scale.size, float(scale.max()), float(scale.max()) * 127.0))
-    record = None
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            try:
-                record = json.loads(prop.value)
-            except json.JSONDecodeError:
-                record = {"unreadable": prop.value[:80]}
+    record = model_record(model)
     summary = {
         "QuantizeLinear": len(qs), "DequantizeLinear": len(dqs), "Q/DQ pairs": pairs,
         "quantized tensors": len({r[0] for r in rows}),
+        "biases corrected": _bias_correction(record),
     }
     return Inspection(path, "qdq-model", summary, ("tensor", "scales", "max scale", "amax"), rows, record)

@@ -71,6 +71,11 @@ def register(sub) -> None:
                      "needs a scores output [N, classes]")
     qdq.add_argument("--min-sqnr", type=float, metavar="DB", help="keep the most sensitive layers in float until the held-out "
                      "output SQNR is >= DB (any float output; 1 sample in 5 held out)")
+    qdq.add_argument(
+        "--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+        help="correct the Q/DQ model's biases for the mean output shift its int8 weights cause, measured on up to "
+        "128 calibration samples (default: on with an int8 --qdq; docs/qdq.md)",
+    )
     qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr / --method auto "
                      "(default: the first floating-point output)")
 
@@ -125,6 +130,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         min_sqnr=args.min_sqnr, output=args.output, batch_axes=batch_axes_from_args(args),
         report=args.report,
         reuse_cache=args.reuse_cache,
+        bias_correction=args.bias_correction,
         **_method_params(args),
     )
     if args.method == "all":

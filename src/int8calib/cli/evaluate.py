@@ -58,6 +58,7 @@ def format_report(result: dict, layers_shown: int = LAYERS_SHOWN) -> str:
     if result.get("fp32_top1") is not None:
         lines.append(f"top-1 accuracy     fp32 {pct('fp32_top1')}   int8 {pct('int8_top1')}")
         lines.append(f"top-5 accuracy     fp32 {pct('fp32_top5')}   int8 {pct('int8_top5')}")
+    lines += _calibration(result.get("calibration"))
     layers = result.get("per_layer") or []
     if layers:
         lines.append(f"per-layer SQNR, worst first ({min(layers_shown, len(layers))} of {len(layers)}):")
@@ -65,6 +66,21 @@ def format_report(result: dict, layers_shown: int = LAYERS_SHOWN) -> str:
             sqnr = "inf" if row["sqnr_db"] is None else f"{row['sqnr_db']:7.2f}"
             lines.append(f"  {sqnr} dB  {row['tensor']}")
     return "\n".join(lines)
+
+
+def _calibration(record: dict | None) -> list[str]:
+    """How the int8 model was calibrated, from its provenance: method (auto's table) and bias correction."""
+    if not record or "method" not in record:
+        return []
+    corrected = record.get("bias_correction")
+    lines = [f"calibration        {'auto -> ' if record.get('chosen_by') else ''}{record['method']}"
+             + ("" if "bias_correction" not in record else
+                f", biases corrected ({corrected['layers']} layers)" if corrected else ", biases not corrected")]
+    if record.get("chosen_by"):
+        from ..evaluate.mixed import MethodChoice
+
+        lines += ["  " + line for line in MethodChoice.from_dict(record["chosen_by"]).format_table().splitlines()]
+    return lines
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from ..preprocess import Preprocess
 from ..runner import ActivationRunner, load_model
 from ..sources import resolve
 from ..util.atomic import write_text
+from ..writers.provenance import model_record
 from ..util.log import progress_bar
 from .labels import read_labels
 from .metrics import OutputComparison, PowerSum
@@ -43,9 +44,12 @@ class Evaluation:
     output: OutputComparison
     output_name: str
     layers: list[tuple[str, PowerSum]] = field(default_factory=list)
+    calibration: dict | None = None  # the int8 model's provenance: method, auto's choice, bias correction
 
     def to_dict(self) -> dict:
         out = {"output": self.output_name, **self.output.to_dict()}
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
         if self.layers:
             out["per_layer"] = [
                 {"tensor": name, "sqnr_db": _finite(p.sqnr_db), "max_abs_error": p.max_abs_error} for name, p in self.layers
@@ -157,6 +161,7 @@ def evaluate(
     loader = BatchLoader(samples, inputs, pre, batch_size)
     table = read_labels(labels) if labels is not None else None
     result = compare_models(fp32_proto, int8_proto, labelled_batches(loader, table), output, per_layer, providers)
+    result.calibration = model_record(int8_proto)
     if json_path is not None:
         write_text(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

@@ -28,6 +28,7 @@ from ..batching import BatchLoader
 from ..errors import Int8CalibError
 from ..runner import ActivationRunner
 from ..sources import Sample
+from ..passes import BiasShifts, correct_biases
 from ..util.log import logger, progress
 from ..writers.qdq import build_qdq
 from .compare import compare_models
@@ -35,6 +36,8 @@ from .outputs import check_budget, choose_output
 
 HOLDOUT_EVERY = 5
 RANK_SAMPLES = 32  # SQNR is a smooth measure: a few dozen samples rank the layers; agreement uses all
+SCREEN_SAMPLES = 32  # --method auto: every candidate is measured on this many held-out samples first,
+FINALISTS = 3  # and this many best go on to all of them
 
 
 def split_holdout(samples: Sequence[Sample], every: int = HOLDOUT_EVERY) -> tuple[list[Sample], list[Sample]]:
@@ -89,15 +92,17 @@ def choose_float_layers(
     providers: Sequence[str] | None = None,
     min_sqnr: float | None = None,
     output: str | None = None,
+    shifts: BiasShifts | None = None,
 ) -> MixedPrecision:
     """Rank the quantized layers by sensitivity on ``loader``'s data and keep the fewest in float
     that meet ``budget`` (points of top-1 agreement on scores [N, classes]) or ``min_sqnr`` (dB
-    of output SQNR, any float output); ``output`` is the output watched (default: the first float one)."""
+    of output SQNR, any float output); ``output`` is the output watched (default: the first float one);
+    ``shifts`` corrects the biases of every model measured, as the written one will be."""
     output = check_budget(model, output, budget, min_sqnr).name
     batches, reference = _held_out(model, loader, output, providers)
 
     def measure(keep: Sequence[str], rows: int | None = None):
-        return _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep, rows)
+        return _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep, rows, shifts)
 
     def ok(metrics: dict) -> bool:
         return _db(metrics["sqnr_db"]) >= min_sqnr if min_sqnr is not None else _loss(metrics) <= budget
@@ -165,9 +170,13 @@ def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, provider
     return batches, [reference_runner.run(feeds)[output] for feeds, _, _ in batches]
 
 
-def _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None):
-    """Build the Q/DQ model of ``amax`` in memory and compare its ``output`` with the float model's."""
+def _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
+             shifts=None):
+    """Build the Q/DQ model of ``amax`` in memory (biases corrected with ``shifts`` when given) and
+    compare its ``output`` with the float model's."""
     qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep)
+    if shifts is not None:
+        correct_biases(qdq, shifts)
     data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
     result = compare_models(model, qdq, data, output, providers=providers, reference=ref).output
     return result.to_dict(), summary
@@ -183,27 +192,41 @@ class MethodChoice:
     samples: int  # held-out samples
     table: list[dict] = field(default_factory=list)  # {"candidate", "top1_agreement", "sqnr_db"}, best first
     refit: bool = False  # the winner's ranges were recomputed with the held-out samples merged in
+    bias_corrected: bool = False  # every candidate was measured with its biases corrected
+
+    @property
+    def runner_up(self) -> dict | None:
+        """The best other candidate measured on every held-out sample with different ranges (None: none)."""
+        return next((r for r in self.table[1:] if r.get("same_as") != self.chosen and not r.get("screened_out")), None)
 
     @property
     def margin_db(self) -> float | None:
-        """How much better the winner's SQNR is than the runner-up's (None with one candidate)."""
-        if len(self.table) < 2:
-            return None
-        return _db(self.table[0]["sqnr_db"]) - _db(self.table[1]["sqnr_db"])
+        """How much better the winner's SQNR is than the runner-up's (None without one)."""
+        second = self.runner_up
+        return None if second is None else _db(self.table[0]["sqnr_db"]) - _db(second["sqnr_db"])
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "output": self.output, "ranked_by": "expected_top1_agreement (within 100/n points: sqnr_db)" if self.scores else "sqnr_db",
-                "held_out_samples": self.samples, "refit_on_all_samples": self.refit, "candidates": self.table}
+                "held_out_samples": self.samples, "refit_on_all_samples": self.refit, "bias_corrected": self.bias_corrected,
+                "candidates": self.table}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "MethodChoice":
+        """Back from :meth:`to_dict` (a Q/DQ model's or cache's provenance ``chosen_by``)."""
+        table = record.get("candidates") or []
+        scores = bool(table) and all(r.get("expected_top1_agreement") is not None for r in table)
+        return cls(record["chosen"], record.get("output", ""), scores, int(record.get("held_out_samples", 0)), list(table),
+                   bool(record.get("refit_on_all_samples")), bool(record.get("bias_corrected")))
 
     def format_table(self) -> str:
         head = f"{'candidate':<18}" + (f"{'expected agree %':>17}{'observed %':>11}" if self.scores else "") + f"{'SQNR dB':>10}"
-        lines = [f"--method auto: held-out error of '{self.output}' on {self.samples} samples (best first)", head]
+        corrected = ", biases corrected" if self.bias_corrected else ""
+        lines = [f"--method auto: held-out error of '{self.output}' on {self.samples} samples{corrected} (best first)", head]
         for i, row in enumerate(self.table):
             agree = f"{row['expected_top1_agreement']:>17.2f}{row['top1_agreement']:>11.2f}" if self.scores else ""
-            mark = "  <- chosen" if i == 0 else ""
-            lines.append(f"{row['candidate']:<18}{agree}{_db(row['sqnr_db']):>10.2f}{mark}")
-        if len(self.table) > 1:
-            second = self.table[1]
+            lines.append(f"{row['candidate']:<18}{agree}{_db(row['sqnr_db']):>10.2f}{_note(row, i == 0)}")
+        second = self.runner_up
+        if second is not None:
             by = f"{self.margin_db:+.2f} dB SQNR"
             if self.scores:
                 by = f"{self.table[0]['expected_top1_agreement'] - second['expected_top1_agreement']:+.2f} points of expected agreement, " + by
@@ -213,32 +236,85 @@ class MethodChoice:
         return "\n".join(lines)
 
 
+def _note(row: dict, chosen: bool) -> str:
+    """The remark after a candidate's row in the table."""
+    notes = ["chosen"] if chosen else []
+    if row.get("same_as"):
+        notes.append(f"same ranges as {row['same_as']}")
+    if row.get("screened_out"):
+        notes.append(f"screened out on the first {SCREEN_SAMPLES} samples")
+    return ("  <- " + "; ".join(notes)) if notes else ""
+
+
 def choose_method(
     model: onnx.ModelProto,
     candidates: dict[str, dict[str, float]],
-    loader: BatchLoader,
+    loader,
     output: str | None = None,
     exclude_nodes: str | None = None,
     exclude_op_types: Sequence[str] = (),
     providers: Sequence[str] | None = None,
+    shifts: BiasShifts | None = None,
 ) -> MethodChoice:
-    """Build each candidate's all-INT8 Q/DQ model in memory and rank them by the held-out error of
-    ``output`` (default: the first float output): scores [N, classes] by expected top-1 agreement
-    (from each sample's top-1 margin, as the accuracy budget; within one held-out sample's worth
-    of the best, by SQNR),
-    any other output by SQNR. Ties keep the order of ``candidates``."""
+    """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``)
+    and rank them by the held-out error of ``output`` (default: the first float output) on
+    ``loader``'s batches: scores [N, classes] by expected top-1 agreement (from each sample's
+    top-1 margin, as the accuracy budget; within one held-out sample's worth of the best, by
+    SQNR), any other output by SQNR. Ties keep the order of ``candidates``.
+
+    Candidates with the same ranges as an earlier one are measured once. With more than
+    ``SCREEN_SAMPLES`` held-out samples, every candidate is first measured on the first
+    ``SCREEN_SAMPLES`` and only the ``FINALISTS`` best go on to all of them: the clear losers
+    (several dB behind) are told apart by a few samples, and running every candidate's model
+    on every sample was most of auto's time (benchmarks/auto_method.py).
+    """
     info = choose_output(model, output)
     batches, reference = _held_out(model, loader, info.name, providers)
-    rows = []
-    for name, amax in progress(candidates.items(), total=len(candidates), desc="auto candidates", unit="method"):
-        metrics, _ = _measure(model, amax, batches, reference, info.name, exclude_nodes, exclude_op_types, providers)
-        flips = metrics["expected_top1_disagreement"]
-        rows.append({"candidate": name, "top1_agreement": metrics["top1_agreement"],
-                     "expected_top1_agreement": None if flips is None else round(100.0 - flips, 4),
-                     "sqnr_db": metrics["sqnr_db"], "n": metrics["n"]})
+    same: dict[str, str] = {}  # candidate -> earlier candidate with identical ranges
+    unique: dict[str, dict[str, float]] = {}
+    for name, amax in candidates.items():
+        twin = next((u for u, ranges in unique.items() if ranges == amax), None)
+        if twin is None:
+            unique[name] = amax
+        else:
+            same[name] = twin
+
+    def measure(names, rows=None) -> dict[str, dict]:
+        out = {}
+        for name in progress(names, total=len(names), desc="auto candidates", unit="method"):
+            metrics, _ = _measure(model, unique[name], batches, reference, info.name, exclude_nodes, exclude_op_types,
+                                  providers, rows=rows, shifts=shifts)
+            flips = metrics["expected_top1_disagreement"]
+            out[name] = {"candidate": name, "top1_agreement": metrics["top1_agreement"],
+                         "expected_top1_agreement": None if flips is None else round(100.0 - flips, 4),
+                         "sqnr_db": metrics["sqnr_db"], "n": metrics["n"]}
+        return out
+
+    total = sum(n for _, n, _ in batches)
+    names = list(unique)
+    screened: dict[str, dict] = {}
+    if total > SCREEN_SAMPLES and len(names) > FINALISTS:
+        screened = measure(names, SCREEN_SAMPLES)
+        names = [r["candidate"] for r in _ranked(list(screened.values()), info.is_scores)][:FINALISTS]
+    final = measure(names)
+    rows = _ranked(list(final.values()), info.is_scores)
+    rows += [dict(r, screened_out=True) for r in _ranked([r for k, r in screened.items() if k not in final], info.is_scores)]
+    by_name = {r["candidate"]: r for r in rows}
+    for name, twin in same.items():  # after their twin, in candidate order
+        rows.insert(rows.index(by_name[twin]) + 1, dict(by_name[twin], candidate=name, same_as=twin))
+    n = rows[0]["n"]
+    for r in rows:
+        r.pop("n", None)
     scores = info.is_scores and all(r["expected_top1_agreement"] is not None for r in rows)
-    n = rows[0]["n"] if rows else 0
-    if scores:
+    return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows, bias_corrected=shifts is not None)
+
+
+def _ranked(rows: list[dict], is_scores: bool) -> list[dict]:
+    """``rows`` best first (stable: ties keep their order); see :func:`choose_method`."""
+    if not rows:
+        return rows
+    n = rows[0]["n"]
+    if is_scores and all(r["expected_top1_agreement"] is not None for r in rows):
         # Agreement observed on ~100 held-out samples moves in whole-sample steps (one photo decides), so
         # the smooth expected agreement (every sample's top-1 margin, as the accuracy budget) is used, and
         # differences below one held-out sample (100 / n points) are not resolved by this data: the
@@ -252,10 +328,7 @@ def choose_method(
     else:
         def key(r):
             return -_db(r["sqnr_db"])
-    rows.sort(key=key)  # stable: ties keep the candidates' order
-    for r in rows:
-        r.pop("n", None)
-    return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows)
+    return sorted(rows, key=key)
 
 
 def _loss(metrics: dict) -> float:

@@ -1,5 +1,5 @@
 """Passes: optimisations of the quantized model that read calibration data (bias correction)."""
 
-from .bias_correction import BiasShifts, correct_biases, corrected_layers, measure_shifts
+from .bias_correction import BIAS_SAMPLES, BiasShifts, correct_biases, measure_shifts, spread
 
-__all__ = ["BiasShifts", "correct_biases", "corrected_layers", "measure_shifts"]
+__all__ = ["BIAS_SAMPLES", "BiasShifts", "correct_biases", "measure_shifts", "spread"]

@@ -28,11 +28,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..util.log import logger, progress
-from ..writers.qdq import _Names, _constants, node_id, quantize_per_channel, weight_axis
+from ..writers.qdq import _Names, _constants, _drop_unused_initializers, node_id, quantize_per_channel, weight_axis
 
 CORRECTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 BIAS_SAMPLES = 128  # samples the shifts are measured on (benchmarks/bias_correction.py: 128 vs all 400 within 0.05 dB)
-METADATA_KEY = "int8calib.bias_correction"  # model metadata: how many layers were corrected, on how many samples
 
 
 @dataclass
@@ -128,6 +127,14 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tup
     return out, outputs
 
 
+def spread(samples: Sequence, count: int = BIAS_SAMPLES) -> list:
+    """``count`` samples spread evenly over ``samples`` (data is often sorted by class: the first
+    ``count`` would see few of them)."""
+    if len(samples) <= count:
+        return list(samples)
+    return [samples[(i * len(samples)) // count] for i in range(count)]
+
+
 def measure_shifts(
     model: onnx.ModelProto,
     loader,
@@ -167,11 +174,18 @@ def measure_shifts(
     return result
 
 
-def correct_biases(model: onnx.ModelProto, shifts: BiasShifts) -> list[str]:
-    """Subtract each layer's shift from its bias in ``model`` (a Q/DQ model or the float one, in
-    place); returns the node ids corrected. A Conv / ConvTranspose / Gemm without a bias gets
-    one; a MatMul gets its following bias Add's constant corrected, or a new Add."""
+def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[str] | None = None) -> list[str]:
+    """Subtract each layer's shift from its bias in ``model``, in place; returns the node ids
+    corrected. Only layers with quantized weights are corrected (a layer kept in float has no
+    rounding to undo): by default those whose weight is read through a DequantizeLinear, or the
+    node ids in ``nodes`` (to correct a float model for a route that quantizes its weights
+    later). A Conv / ConvTranspose / Gemm without a bias gets one; a MatMul gets its following
+    bias Add's constant corrected, or a new Add."""
     graph = model.graph
+    if nodes is None:
+        dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        nodes = [node_id(n) for n in graph.node if len(n.input) > 1 and n.input[1] in dequantized]
+    wanted = set(nodes)
     inits = {i.name: i for i in graph.initializer}
     fresh = _Names(graph)
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -183,7 +197,7 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts) -> list[str]:
     for node in nodes:
         nid = node_id(node)
         shift = shifts.shifts.get(nid)
-        if shift is None or node.op_type not in CORRECTED_OPS:
+        if shift is None or node.op_type not in CORRECTED_OPS or nid not in wanted:
             continue
         if node.op_type == "MatMul":
             _correct_matmul(graph, node, shift, inits, consumers, fresh)
@@ -203,8 +217,7 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts) -> list[str]:
                 node.input.append("")
             node.input[2] = new.name
         corrected.append(nid)
-    _drop_unused(graph)
-    _record(model, len(corrected), shifts.samples)
+    _drop_unused_initializers(graph)  # biases replaced by their corrected copies
     return corrected
 
 
@@ -227,29 +240,3 @@ def _correct_matmul(graph, node, shift, inits, consumers, fresh) -> None:
     graph.initializer.append(neg)
     add = helper.make_node("Add", [raw, neg.name], [out], fresh(f"{node_id(node)}_bias_correction_add"))
     graph.node.insert(list(graph.node).index(node) + 1, add)
-
-
-def _drop_unused(graph: onnx.GraphProto) -> None:
-    used = {t for n in graph.node for t in n.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-
-
-def _record(model: onnx.ModelProto, layers: int, samples: int) -> None:
-    """Model metadata that ``inspect`` reads back: whether (and how) biases were corrected."""
-    value = f"layers={layers};samples={samples}"
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            prop.value = value
-            return
-    model.metadata_props.append(onnx.StringStringEntryProto(key=METADATA_KEY, value=value))
-
-
-def corrected_layers(model: onnx.ModelProto) -> dict | None:
-    """What :func:`correct_biases` recorded in ``model`` ({"layers", "samples"}), or None."""
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            fields = dict(kv.split("=", 1) for kv in prop.value.split(";") if "=" in kv)
-            return {k: int(v) for k, v in fields.items() if v.isdigit()}
-    return None

@@ -151,6 +151,27 @@ def _legend(colors: dict[str, str], chosen: str) -> str:
     )
 
 
+def _auto(choice: dict) -> str:
+    """--method auto's candidates (MethodChoice.to_dict()), best first, the chosen one in bold."""
+    scores = any(r.get("expected_top1_agreement") is not None for r in choice["candidates"])
+    head = "<th>candidate</th>" + ("<th>expected top-1 agreement %</th><th>observed %</th>" if scores else "") + "<th>SQNR dB</th><th></th>"
+    rows = []
+    for r in choice["candidates"]:
+        cells = f"<td>{_e(r['candidate'])}</td>"
+        if scores:
+            cells += f"<td>{_num(r['expected_top1_agreement'])}</td><td>{_num(r['top1_agreement'])}</td>"
+        cells += f"<td>{'inf' if r['sqnr_db'] is None else _num(r['sqnr_db'])}</td>"
+        note = (f"same ranges as {r['same_as']}" if r.get("same_as") else
+                "screened out on fewer samples" if r.get("screened_out") else "")
+        cells += f"<td>{_e(note)}</td>"
+        bold = r["candidate"] == choice["chosen"]
+        rows.append(f"<tr>{cells.replace('<td>', '<td><b>').replace('</td>', '</b></td>') if bold else cells}</tr>")
+    corrected = " with their biases corrected" if choice.get("bias_corrected") else ""
+    return (f"<h2>Method chosen by --method auto: {_e(choice['chosen'])}</h2>"
+            f"<p class=\"meta\">Every candidate's all-INT8 Q/DQ model{corrected}, measured on {choice['held_out_samples']} held-out "
+            f"samples (output '{_e(choice['output'])}'), best first.</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
 def _key_values(items: dict) -> str:
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in items.items())
     return f"<table>{rows}</table>"
@@ -169,6 +190,7 @@ def render(
     meta: dict,
     evaluation: dict | None,
     thresholds: str,
+    auto: dict | None = None,
 ) -> str:
     methods = list(colors)
     index = {s.name: i for i, s in enumerate(summaries)}
@@ -176,6 +198,7 @@ def render(
     cards = "\n".join(_card(i, s, images[s.name], colors, chosen) for i, s in enumerate(summaries))
     header = {k: v for k, v in meta.items() if isinstance(v, (str, int, float)) and not k.endswith("sha256")}
     evaluation_html = f"<h2>Evaluation</h2>{_key_values(evaluation)}" if evaluation else ""
+    auto_html = _auto(auto) if auto else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>int8calib report</title>
 <script>{ERROR_TRAP}</script><style>{CSS}</style></head>
@@ -183,6 +206,7 @@ def render(
 <h1>INT8 calibration report</h1>
 <div class="meta">{len(summaries)} tensors &middot; chosen method <b>{_e(chosen)}</b> &middot; methods compared: {_e(", ".join(methods))}</div>
 {_key_values(header) if header else ""}
+{auto_html}
 {evaluation_html}
 <h2>Where to look</h2>
 {_where(flagged, index, sum(1 for s in summaries if s.reasons))}

@@ -76,6 +76,17 @@ def metadata_props(record: dict) -> dict[str, str]:
     return {METADATA_KEY: json.dumps(record, sort_keys=True)}
 
 
+def model_record(model) -> dict | None:
+    """The provenance an ONNX model carries in its metadata (None: none; unreadable JSON is reported as such)."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            try:
+                return json.loads(prop.value)
+            except json.JSONDecodeError:
+                return {"unreadable": prop.value[:80]}
+    return None
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
