@@ -125,3 +125,35 @@ def test_from_histograms_without_data_exits_2(outliers, capsys):
 
 def _db(row) -> float:
     return 300.0 if row["sqnr_db"] is None else row["sqnr_db"]
+
+
+def test_identical_ranges_are_measured_once_and_losers_screened_out_early(tmp_path, monkeypatch):
+    """Six candidates, two with the same ranges, 40 held-out samples (over SCREEN_SAMPLES): every distinct
+    candidate is screened on the first 32 samples, the FINALISTS best are measured on all 40."""
+    from int8calib.batching import Batch
+    from int8calib.evaluate import mixed
+    from tinymodels import reference_activations
+
+    model = residual_cnn()
+    x = np.random.default_rng(2).standard_normal((40, 3, 8, 8)).astype(np.float32)
+    exact = {k: float(np.abs(v).max()) for k, v in reference_activations(model, x).items()}
+    factors = {"x1": 1.0, "copy-of-x1": 1.0, "x1.2": 1.2, "x0.02": 0.02, "x1.5": 1.5, "x200": 200.0}
+    candidates = {name: {k: v * f for k, v in exact.items()} for name, f in factors.items()}
+    batches = [Batch({"input": x[i:i + 10]}, 10, []) for i in range(0, 40, 10)]
+    calls = []
+    measure = mixed._measure
+    monkeypatch.setattr(mixed, "_measure", lambda *a, **k: calls.append(k.get("rows")) or measure(*a, **k))
+    choice = mixed.choose_method(model, candidates, batches)
+    assert calls == [32] * 5 + [None] * mixed.FINALISTS  # five distinct candidates screened, three finalists
+    by = {r["candidate"]: r for r in choice.table}
+    assert by["copy-of-x1"]["same_as"] == "x1" and by["copy-of-x1"]["sqnr_db"] == by["x1"]["sqnr_db"]
+    finalists = [r["candidate"] for r in choice.table if not r.get("screened_out") and not r.get("same_as")]
+    assert len(finalists) == mixed.FINALISTS and "x0.02" not in finalists and "x200" not in finalists
+    # the finalists' numbers are those of a full measurement on all 40 samples, best first
+    full = mixed.choose_method(model, {k: candidates[k] for k in finalists}, batches)
+    assert [r["candidate"] for r in full.table] == finalists and choice.chosen == full.chosen
+    assert [r["sqnr_db"] for r in full.table] == [by[k]["sqnr_db"] for k in finalists]
+    assert choice.runner_up["candidate"] == finalists[1]
+    text = choice.format_table()
+    assert "same ranges as x1" in text and f"screened out on the first {mixed.SCREEN_SAMPLES} samples" in text
+    assert mixed.MethodChoice.from_dict(choice.to_dict()).format_table() == text
