@@ -157,3 +157,22 @@ def test_identical_ranges_are_measured_once_and_losers_screened_out_early(tmp_pa
     text = choice.format_table()
     assert "same ranges as x1" in text and f"screened out on the first {mixed.SCREEN_SAMPLES} samples" in text
     assert mixed.MethodChoice.from_dict(choice.to_dict()).format_table() == text
+
+
+def test_a_feed_dict_source_is_split_like_sample_files(outliers):
+    """A data-loader script's stream holds out the same samples (every 5th over the stream) as files do."""
+    from int8calib.sources import FeedDictSource
+
+    x = np.load(outliers / "x.npy")
+
+    def load_data():
+        for start in range(0, 100, 7):  # batches of 7: the split runs across batch boundaries
+            yield {"input": x[start:start + 7]}
+
+    files = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", qdq=outliers / "a.onnx", batch_size=16)
+    script = calibrate(outliers / "m.onnx", FeedDictSource(load_data), method="auto", qdq=outliers / "b.onnx", batch_size=16)
+    assert script.chosen_method == files.chosen_method and script.auto.samples == files.auto.samples == 20
+    for a, b in zip(files.auto.table, script.auto.table):
+        assert a["candidate"] == b["candidate"] and a["sqnr_db"] == pytest.approx(b["sqnr_db"], abs=1e-3)
+    # the winner's ranges, refit on all 100 samples, agree too (minmax-like methods do not depend on batching)
+    assert script.amax == pytest.approx(files.amax, rel=1e-6)

@@ -166,12 +166,16 @@ def calibrate(
         runner = _runner_spec(model, providers, tensors, workers)
         inputs = _inputs(model, batch_axes)
         if budgeted or auto:
-            from .evaluate.mixed import split_holdout
-            from .sources import resolve
+            from .evaluate.mixed import HOLDOUT_EVERY, split_holdout
+            from .sources import FeedDictSource, resolve, split_rows
 
-            data, holdout = split_holdout(resolve(data, {i.name: i.layout for i in inputs}, shuffle))
+            if isinstance(data, FeedDictSource):
+                data, holdout = split_rows(data, {i.name: i.batch_axis for i in inputs}, HOLDOUT_EVERY)
+                logger.info("holding out 1 sample in %d to measure accuracy; ranges use the rest", HOLDOUT_EVERY)
+            else:
+                data, holdout = split_holdout(resolve(data, {i.name: i.layout for i in inputs}, shuffle))
+                logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
             shuffle = None
-            logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
         calibrator = Calibrator(
             data, inputs, preprocess, batch_size, cache_file=None if method in (ALL, AUTO) else cache,
             method="entropy2" if auto else names[0], shuffle=shuffle, skip_bad_images=skip_bad_images,
@@ -426,29 +430,31 @@ def _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histo
 def _bias_shifts(model, data, preprocess, batch_size: int, providers, batch_axes):
     """The weight-rounding output shifts of ``model``, measured on up to BIAS_SAMPLES samples of
     ``data`` (the calibration loader, or data to resolve) spread over it."""
-    from .batching import BatchLoader
+    from .batching import BatchLoader, FeedDictLoader
     from .passes import measure_shifts, spread
     from .runner import load_model
 
     proto = load_model(model)
-    if not isinstance(data, (BatchLoader, str, Path, list, tuple)):
-        logger.info("no bias correction: it needs sample files (a data-loader script's batches are not read twice)")
-        return None
-    if not isinstance(data, BatchLoader):
+    if not isinstance(data, (BatchLoader, FeedDictLoader)):
         data = _held_out_loader(proto, data, preprocess, batch_size, batch_axes)
+    if isinstance(data, FeedDictLoader):  # a script's stream: its first samples
+        return measure_shifts(proto, data, providers)
     loader = BatchLoader(spread(data.samples), data.inputs, data.preprocess, data.batch_size, data.skip_bad)
     return measure_shifts(proto, loader, providers, max_samples=None)
 
 
 def _held_out_loader(proto, holdout, preprocess, batch_size: int, batch_axes):
-    """A loader over the held-out samples (a sample list, or data to resolve), preprocessed like calibration."""
-    from .batching import BatchLoader
+    """A loader over the held-out samples (a sample list, a feed-dict source, or data to resolve),
+    preprocessed like calibration."""
+    from .batching import BatchLoader, FeedDictLoader
     from .calibrator import is_sample_list
     from .preprocess import Preprocess
     from .runner.model import declare_batch_axes, model_inputs
-    from .sources import resolve
+    from .sources import FeedDictSource, resolve
 
     inputs = declare_batch_axes(model_inputs(proto), batch_axes)
+    if isinstance(holdout, FeedDictSource):
+        return FeedDictLoader(holdout, inputs, batch_size)
     samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: i.layout for i in inputs})
     return BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
 

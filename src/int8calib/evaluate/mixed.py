@@ -166,6 +166,9 @@ def choose_float_layers(
 def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, providers):
     """The held-out batches (kept preprocessed: they are few) and the float model's ``output`` on them."""
     batches = [(b.feeds, b.n, None) for b in loader]
+    if not batches:
+        raise Int8CalibError(f"no held-out samples: --method auto / --accuracy-budget / --min-sqnr hold out 1 sample in "
+                             f"{HOLDOUT_EVERY}, so they need at least {HOLDOUT_EVERY}")
     reference_runner = ActivationRunner(model, providers, [output])
     return batches, [reference_runner.run(feeds)[output] for feeds, _, _ in batches]
 

@@ -78,6 +78,36 @@ class FeedDictSource:
         return f"FeedDictSource({self.origin})"
 
 
+def split_rows(source: FeedDictSource, batch_axes: Mapping[str, "int | None"], every: int) -> tuple[FeedDictSource, FeedDictSource]:
+    """(kept, held out): the rows of ``source``'s feed dicts numbered i (over the whole stream, from 0)
+    with i % every != every - 1, and the others, as the file samples are split for held-out
+    measurements. ``batch_axes`` gives each input's batch axis (None: fed as it is, to both).
+    A feed dict whose inputs have no batch axis is one sample."""
+    import numpy as np
+
+    def part(held: bool) -> Callable[[], Iterator[dict]]:
+        def load() -> Iterator[dict]:
+            start = 0
+            for _, feed in source:
+                arrays = {k: np.asarray(v) for k, v in feed.items()}
+                axes = {k: batch_axes.get(k) for k in arrays if batch_axes.get(k) is not None and arrays[k].ndim > batch_axes[k]}
+                rows = next((arrays[k].shape[a] for k, a in axes.items()), 1)
+                index = np.arange(start, start + rows)
+                start += rows
+                pick = np.flatnonzero((index % every == every - 1) == held)
+                if not len(pick):
+                    continue
+                if not axes:
+                    yield feed
+                    continue
+                yield {k: np.take(v, pick, axis=axes[k]) if k in axes else v for k, v in arrays.items()}
+        return load
+
+    tag = f"every {every}"
+    return (FeedDictSource(part(False), f"{source.origin} (calibration part)", f"{source.fingerprint()}:kept:{tag}"),
+            FeedDictSource(part(True), f"{source.origin} (held-out part)", f"{source.fingerprint()}:held:{tag}"))
+
+
 def _describe(exc: BaseException) -> str:
     """``ValueError: message (script.py:12)``: the exception and the deepest frame in user code."""
     frames = traceback.extract_tb(exc.__traceback__)
