@@ -50,7 +50,7 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["demo"]) == 0
     printed = capsys.readouterr()
     out = printed.out
-    assert printed.err.count("Q/DQ: ") == 1  # the written model's line, not again for the minmax baseline
+    assert printed.err.count("Q/DQ: ") == 1  # the written model's line, not again for auto's candidates or the baseline
     nexts = [line for line in out.splitlines() if line.startswith("next: ")]
     assert any("--int8 --calib=" in n and "8.x-10.0" in n for n in nexts) or any(n.startswith("next: TensorRT 1") for n in nexts)
     assert any("efficientnet_lite0_qdq.onnx" in n for n in nexts)
@@ -61,10 +61,14 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert re.match(r"camera\s+tripod\s+9\d\.\d%", rows["camera"])
     agreement = re.search(r"top-1 agreement FP32 vs INT8: (\d+)/9", out)
     sqnr = re.search(r"output SQNR \(logits\): (-?[\d.]+|inf) dB", out)
-    assert agreement and sqnr and "views of these 9 photos" in out
-    # the pipeline end to end (statistics -> ranges -> Q/DQ -> ONNX Runtime) keeps most predictions
-    baseline = re.search(r"minmax ranges from the same statistics: top-1 agreement (\d+)/9", out)
+    assert agreement and sqnr and "views of these 9 photos" in out and "auto (" in out
+    # the pipeline end to end (statistics -> ranges -> Q/DQ -> ONNX Runtime) keeps most predictions; auto with
+    # bias correction beats TensorRT's default by far in output SQNR (measured 22.8 against 13.6 dB)
+    assert int(agreement.group(1)) >= 7
+    baseline = re.search(r"entropy2 \(TensorRT default\) ranges from the same statistics, biases as exported: "
+                         r"top-1 agreement (\d+)/9, output SQNR (-?[\d.]+) dB", out)
     assert baseline and int(baseline.group(1)) >= 7
+    assert float(sqnr.group(1)) >= float(baseline.group(2)) + 5
 
     folder = tmp_path / "int8calib-demo"
     cache = read_cache(folder / "calibration.cache")

@@ -67,7 +67,7 @@ def calibrate(
     model: "str | Path | None" = None,
     data=None,
     preprocess: "str | Path | dict | Preprocess | None" = None,
-    method: str = "entropy2",
+    method: str | None = None,
     batch_size: int = 32,
     cache: "str | Path | None" = None,
     ranges: "str | Path | None" = None,
@@ -125,6 +125,8 @@ def calibrate(
     up to ``passes.BIAS_SAMPLES`` calibration samples (:mod:`int8calib.passes.bias_correction`);
     ``--method auto`` and the accuracy budget then measure corrected models.
     """
+    if method is None:
+        method = default_method(model, data, from_histograms, precision, output, method_params, batch_axes)
     auto = method == AUTO
     names = available() if method == ALL else sorted({m for _, m, _ in AUTO_CANDIDATES}) if auto else [method]
     for name in names:
@@ -329,6 +331,42 @@ def export_model(
         write_model(path, written)
         logger.info("wrote the %s model %s", precision, path)
     return mixed
+
+
+def default_method(model=None, data=None, from_histograms=None, precision="int8", output=None, method_params=None,
+                   batch_axes=None) -> str:
+    """The method when none is given: ``auto`` wherever it applies (the most accurate across the
+    real models in docs/methods.md), else ``entropy2``, TensorRT's default, with the reason logged.
+    Auto needs the model, int8, a float output to compare and at least ``HOLDOUT_EVERY`` samples."""
+    from .evaluate.mixed import HOLDOUT_EVERY
+
+    if method_params:
+        raise Int8CalibError(f"{', '.join('--' + k.replace('_', '-') for k in method_params)} need(s) the --method "
+                             "it belongs to (percentile, legacy)")
+    if precision != "int8":
+        return "entropy2"  # the model written is not int8: nothing for auto to compare
+    try:
+        _check_auto(model, data, from_histograms, precision, output, {})
+        count = _sample_count(model if model is not None else load_statistics(from_histograms).meta.get("model"),
+                              data, batch_axes)
+    except Int8CalibError as exc:
+        logger.info("method: entropy2 (TensorRT's default; --method auto does not apply: %s)", exc)
+        return "entropy2"
+    if count is not None and count < HOLDOUT_EVERY:
+        logger.info("method: entropy2 (--method auto holds out 1 sample in %d and needs at least %d; %d given)",
+                    HOLDOUT_EVERY, HOLDOUT_EVERY, count)
+        return "entropy2"
+    return AUTO
+
+
+def _sample_count(model, data, batch_axes) -> int | None:
+    """How many samples ``data`` holds (None: a data-loader script's stream, unknown until read)."""
+    from .sources import FeedDictSource, resolve
+
+    if isinstance(data, FeedDictSource):
+        return None
+    inputs = _inputs(model, batch_axes)
+    return len(resolve(data, {i.name: i.layout for i in inputs}))
 
 
 def _check_auto(model, data, from_histograms, precision, output, method_params) -> None:

@@ -45,7 +45,8 @@ PHOTOS = (
 PACKAGE_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
 
 PRESET = "efficientnet-lite"
-BASELINE_METHOD = "minmax"
+# TensorRT's own default, shown beside the method calibrated with (minmax when that is entropy2 itself).
+BASELINE_METHOD = "entropy2"
 # Calibration views: the preset's centre crop, the whole shorter side, a closer crop.
 VIEW_RESIZES = (256, 224, 320)
 
@@ -144,7 +145,8 @@ class DemoResult:
         for name, logits in self.baselines.items():
             agree = int(np.sum(self.fp32_logits.argmax(1) == logits.argmax(1)))
             lines.append(
-                f"  {name} ranges from the same statistics: top-1 agreement {agree}/{len(self.photos)}, "
+                f"  {name}{' (TensorRT default)' if name == 'entropy2' else ''} ranges from the same statistics, "
+                f"biases as exported: top-1 agreement {agree}/{len(self.photos)}, "
                 f"output SQNR {sqnr_db(self.fp32_logits, logits):.1f} dB"
             )
         return "\n".join(lines)
@@ -172,8 +174,12 @@ def write_demo_report(path: Path, result, evaluation: dict) -> bool:
     except ImportError as exc:
         logger.warning("demo: no report written (%s)", exc)
         return False
-    ranges = method_ranges(result.statistics, result.method, result.amax)
-    write_report(path, result.statistics, ranges, result.method, evaluation=evaluation)
+    from .api import auto_candidate
+
+    chosen = auto_candidate(result.chosen_method)[0] if result.auto is not None else result.method
+    ranges = method_ranges(result.statistics, chosen, result.amax)
+    write_report(path, result.statistics, ranges, chosen, evaluation=evaluation,
+                 auto=result.auto.to_dict() if result.auto is not None else None)
     return True
 
 
@@ -187,13 +193,14 @@ def _run(model: "Path | onnx.ModelProto", x: np.ndarray) -> np.ndarray:
     return session.run(["logits"], {"input": x})[0]
 
 
-def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "entropy2", report: bool = True) -> DemoResult:
+def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "auto", report: bool = True) -> DemoResult:
     """Calibrate EfficientNet-Lite0 on the bundled photos; write cache, Q/DQ model and report to ``out_dir``."""
-    from .api import calibrate
+    from .api import AUTO, calibrate
     from .writers.cache import write_cache
     from .zoo import efficientnet_lite0, imagenet_classes
 
-    get_method(method)  # an unknown name fails before anything is created
+    if method != AUTO:
+        get_method(method)  # an unknown name fails before anything is created
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     out = Path(out_dir)
@@ -207,27 +214,26 @@ def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "entropy2",
 
     t = time.perf_counter()
     views = calibration_views(photos)
-    result = calibrate(model=model_path, data=views, method=method)
     outputs = {"cache": out / "calibration.cache", "model": out / "efficientnet_lite0.onnx", "qdq": out / "efficientnet_lite0_qdq.onnx"}
+    # The Q/DQ model comes with its biases corrected (the default with --qdq); auto ranks corrected candidates.
+    result = calibrate(model=model_path, data=views, method=method, qdq=outputs["qdq"])
     write_cache(outputs["cache"], result.amax, result.algorithm)
+    write_bytes(outputs["model"], model_path.read_bytes())  # beside the cache, for trtexec --calib
     seconds["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     model = onnx.load(str(model_path))
-    qdq = quantize_model(model, result.amax)
-    write_bytes(outputs["qdq"], qdq.SerializeToString())
-    write_bytes(outputs["model"], model_path.read_bytes())  # beside the cache, for trtexec --calib
-    seconds["qdq"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     x = Preprocess.load(PRESET).batch([p.path for p in photos])
-    fp32, int8 = _run(model_path, x), _run(qdq, x)
+    fp32, int8 = _run(model_path, x), _run(outputs["qdq"], x)
     baselines = {}
-    if method != BASELINE_METHOD:
-        # The simplest ranges, for scale: how much the method choice matters on this network.
-        baselines[BASELINE_METHOD] = _run(quantize_model(model, compute_ranges(BASELINE_METHOD, result.statistics), log=False), x)
+    # For scale, how much the method matters here: TensorRT's default from the same statistics, as
+    # TensorRT would use it (no bias correction).
+    other = BASELINE_METHOD if method != BASELINE_METHOD else "minmax"
+    ranges = result.by_method.get(other) or compute_ranges(other, result.statistics)
+    baselines[other] = _run(quantize_model(model, ranges, log=False), x)
     seconds["compare"] = time.perf_counter() - t
-    demo = DemoResult(photos, imagenet_classes(), fp32, int8, method, result.samples, outputs, seconds, baselines)
+    shown = f"auto ({result.chosen_method})" if result.auto is not None else method
+    demo = DemoResult(photos, imagenet_classes(), fp32, int8, shown, result.samples, outputs, seconds, baselines)
 
     if report:
         t = time.perf_counter()

@@ -27,11 +27,11 @@ def register(sub) -> None:
 
     method = p.add_argument_group("method")
     method.add_argument(
-        "--method", default="entropy2",
-        help="entropy2 (default; TensorRT's, follows the batches), entropy2-stable (any batching), entropy, minmax, "
-        "percentile, mse, legacy, 'all' to compute every method "
-        "from one pass, print a comparison table and write one cache per method, or 'auto' to keep the candidate "
-        "with the least output error on 1 sample in 5 held out (needs MODEL and --data; docs/methods.md)",
+        "--method",
+        help="auto (the default where it applies: the candidate method with the least output error on 1 sample "
+        "in 5 held out; needs MODEL, --data and >= 5 samples, else entropy2), entropy2 (TensorRT's, follows the "
+        "batches), entropy2-stable (any batching), entropy, minmax, percentile, mse, legacy, or 'all' to compute "
+        "every method from one pass, print a comparison table and write one cache per method (docs/methods.md)",
     )
     method.add_argument("--percentile", type=float, metavar="P", help="percentile method: keep P %% of |x| (default 99.99)")
     method.add_argument("--quantile", type=float, help="legacy method: IInt8LegacyCalibrator quantile (default 0.99999)")
@@ -192,7 +192,8 @@ def _run_from_cache(args: argparse.Namespace, data) -> int:
     if args.model is None or args.qdq is None:
         raise Int8CalibError("--from-cache needs MODEL and --qdq OUT.onnx")
     quantize_from_cache(
-        args.model, args.from_cache, args.qdq, args.missing_ranges, data, args.preprocess, args.method,
+        args.model, args.from_cache, args.qdq, args.missing_ranges, data, args.preprocess,
+        args.method or "entropy2",  # tensors missing from a TensorRT cache: calibrated the way TensorRT did the rest
         args.batch_size, args.exclude_nodes, args.exclude_op_types, args.providers, **_method_params(args),
     )
     _log_next_steps(args.model, None, args.qdq)
@@ -217,5 +218,6 @@ def _method_params(args: argparse.Namespace) -> dict:
     owner = {"percentile": "percentile", "quantile": "legacy", "regression_cutoff": "legacy"}
     for name in given:
         if args.method not in ("all", owner[name]):
-            raise Int8CalibError(f"--{name.replace('_', '-')} applies to --method {owner[name]} (or all), not {args.method}")
+            raise Int8CalibError(f"--{name.replace('_', '-')} applies to --method {owner[name]} (or all), "
+                                 f"not {args.method or 'the default (auto)'}")
     return given

@@ -14,7 +14,7 @@ def register(sub) -> None:
         "FP32 vs INT8 predictions. No network access, no GPU.",
     )
     p.add_argument("--out", default="int8calib-demo", help="output folder (default ./int8calib-demo)")
-    p.add_argument("--method", default="entropy2", help="calibration method (default entropy2)")
+    p.add_argument("--method", default="auto", help="calibration method (default auto; the demo also shows TensorRT's entropy2)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     from . import add_output_options
 
