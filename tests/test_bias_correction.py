@@ -149,6 +149,23 @@ def test_correction_restores_the_output_mean():
     np.testing.assert_array_equal(added, -shifts.shifts["dw"])
 
 
+def test_a_bias_held_in_a_constant_node_is_corrected():
+    """PaddlePaddle exports (PP-OCR) keep weights and biases in Constant nodes, not initializers."""
+    rng = np.random.default_rng(11)
+    model = _depthwise(rng, [1, 1, 1, 1], [1, 1], 1)
+    bias = rng.normal(0, 1, 4).astype(np.float32)
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(bias, "b")))
+    model.graph.node[1].input.append("b")
+    x = (rng.standard_normal((6, 4, 7, 7)) + 1.0).astype(np.float32)
+    qdq, _ = build_qdq(model, {"x": float(np.abs(x).max())})
+    shifts = measure_shifts(model, _batches(x, 3, "x"), max_samples=None)
+    assert correct_biases(qdq, shifts) == ["dw"]
+    conv = next(n for n in qdq.graph.node if n.name == "dw")
+    corrected = next(numpy_helper.to_array(i) for i in qdq.graph.initializer if i.name == conv.input[2])
+    np.testing.assert_array_equal(corrected, bias - shifts.shifts["dw"])
+    assert not any(n.op_type == "Constant" and n.output[0] == "b" for n in qdq.graph.node)  # the old one is gone
+
+
 def test_every_weighted_layer_is_corrected_and_a_biasless_matmul_gets_an_add():
     model = residual_cnn()
     x = np.random.default_rng(6).standard_normal((12, 3, 8, 8)).astype(np.float32)

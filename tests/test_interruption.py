@@ -63,7 +63,7 @@ def write_old(ws):
 
 def args(ws):
     return ["calibrate", ws / "m.onnx", "--data", ws / "imgs", "--preprocess", ws / "spec.json",
-            "--cache", ws / "c.txt", "--batch-size", "2", "-q"]
+            "--cache", ws / "c.txt", "--batch-size", "2", "--method", "entropy2", "-q"]
 
 
 def run_armed(ws, target, n, sig):

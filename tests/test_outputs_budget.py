@@ -67,7 +67,7 @@ BAD = [
     (["--accuracy-budget", "0.5"], "--accuracy-budget: output 'feat' (float32 [N, 2, 4]) is not [N, classes] scores"),
     (["--accuracy-budget", "0.5", "--output", "idx"], "--output idx: output 'idx' (int64 [N]) is not floating-point"),
     (["--min-sqnr", "30", "--output", "nope"], "--output nope: the model has no output 'nope' (outputs: 'idx'"),
-    (["--output", "feat"], "--output feat applies to --accuracy-budget or --min-sqnr, and neither is given"),
+    (["--output", "feat", "--method", "mse"], "--output feat applies to --method auto, --accuracy-budget or --min-sqnr, and none is given"),
     (["--min-sqnr", "30", "--accuracy-budget", "1"], "give either --accuracy-budget (top-1 agreement) or --min-sqnr"),
     (["--min-sqnr", "30", "--precision", "fp16"], "--accuracy-budget / --min-sqnr apply to --precision int8, not fp16"),
     (["--min-sqnr", "inf"], "--min-sqnr must be a finite number of dB"),

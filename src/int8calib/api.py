@@ -333,6 +333,9 @@ def export_model(
     return mixed
 
 
+_FLOAT_TYPES = (1, 10, 11, 16)  # onnx FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
 def default_method(model=None, data=None, from_histograms=None, precision="int8", output=None, method_params=None,
                    batch_axes=None) -> str:
     """The method when none is given: ``auto`` wherever it applies (the most accurate across the
@@ -345,16 +348,27 @@ def default_method(model=None, data=None, from_histograms=None, precision="int8"
                              "it belongs to (percentile, legacy)")
     if precision != "int8":
         return "entropy2"  # the model written is not int8: nothing for auto to compare
-    try:
-        _check_auto(model, data, from_histograms, precision, output, {})
-        count = _sample_count(model if model is not None else load_statistics(from_histograms).meta.get("model"),
-                              data, batch_axes)
-    except Int8CalibError as exc:
-        logger.info("method: entropy2 (TensorRT's default; --method auto does not apply: %s)", exc)
+    if from_histograms is not None and (data is None or model is None):
+        why = "it needs --data" if data is None else "it needs MODEL"
+        logger.info("method: entropy2 (TensorRT's default; --method auto does not apply: %s)", why)
         return "entropy2"
+    if model is None or data is None or not Path(model).is_file():
+        return "entropy2"  # calibrate reports what is missing
+    from .evaluate.outputs import choose_output
+    from .runner import load_model
+
+    proto = load_model(model, load_external_data=False)
+    if output is None and not any(o.type.tensor_type.elem_type in _FLOAT_TYPES for o in proto.graph.output):
+        logger.info("method: entropy2 (TensorRT's default; --method auto compares float outputs and the model has none)")
+        return "entropy2"
+    choose_output(proto, output)  # a bad --output is an error whatever the method
+    try:
+        count = _sample_count(model, data, batch_axes)
+    except Int8CalibError:
+        return AUTO  # unreadable data: reported where it is read, after the checks that need none
     if count is not None and count < HOLDOUT_EVERY:
-        logger.info("method: entropy2 (--method auto holds out 1 sample in %d and needs at least %d; %d given)",
-                    HOLDOUT_EVERY, HOLDOUT_EVERY, count)
+        logger.info("method: entropy2 (TensorRT's default; --method auto holds out 1 sample in %d and needs at least %d, "
+                    "%d given)", HOLDOUT_EVERY, HOLDOUT_EVERY, count)
         return "entropy2"
     return AUTO
 

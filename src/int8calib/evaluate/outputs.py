@@ -77,7 +77,7 @@ def check_budget(
         raise Int8CalibError("give either --accuracy-budget (top-1 agreement) or --min-sqnr (output SQNR), not both")
     if accuracy_budget is None and min_sqnr is None:
         if output is not None:
-            raise Int8CalibError(f"--output {output} applies to --accuracy-budget or --min-sqnr, and neither is given")
+            raise Int8CalibError(f"--output {output} applies to --method auto, --accuracy-budget or --min-sqnr, and none is given")
         return None
     if accuracy_budget is not None and accuracy_budget < 0:
         raise Int8CalibError(f"--accuracy-budget must be >= 0, got {accuracy_budget}")

@@ -186,7 +186,7 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[s
         dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
         nodes = [node_id(n) for n in graph.node if len(n.input) > 1 and n.input[1] in dequantized]
     wanted = set(nodes)
-    inits = {i.name: i for i in graph.initializer}
+    inits = _constants(graph)  # initializers and Constant nodes (PaddlePaddle exports keep biases in the latter)
     fresh = _Names(graph)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
@@ -208,7 +208,7 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[s
             bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
             if bias_name is not None and bias_name not in inits:
                 continue  # a computed bias: nothing constant to correct
-            old = numpy_helper.to_array(inits[bias_name]).astype(np.float32) if bias_name else np.zeros(shift.shape, np.float32)
+            old = inits[bias_name].astype(np.float32) if bias_name else np.zeros(shift.shape, np.float32)
             if old.shape != shift.shape:
                 continue  # a broadcast bias (Gemm C of another shape): left alone
             new = numpy_helper.from_array((old - shift / np.float32(scale)).astype(np.float32), fresh(f"{nid}_bias_corrected"))
@@ -218,6 +218,10 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[s
             node.input[2] = new.name
         corrected.append(nid)
     _drop_unused_initializers(graph)  # biases replaced by their corrected copies
+    read = {t for n in graph.node for t in n.input} | {o.name for o in graph.output}
+    dead = [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in read]
+    for n in dead:  # Constant-node biases replaced likewise
+        graph.node.remove(n)
     return corrected
 
 
@@ -227,8 +231,8 @@ def _correct_matmul(graph, node, shift, inits, consumers, fresh) -> None:
     if len(users) == 1 and users[0].op_type == "Add" and out not in {o.name for o in graph.output}:
         add = users[0]
         other = add.input[1] if add.input[0] == out else add.input[0]
-        if other in inits and numpy_helper.to_array(inits[other]).shape == shift.shape:
-            bias = numpy_helper.to_array(inits[other]).astype(np.float32)
+        if other in inits and inits[other].shape == shift.shape:
+            bias = inits[other].astype(np.float32)
             new = numpy_helper.from_array((bias - shift).astype(np.float32), fresh(f"{node_id(node)}_bias_corrected"))
             graph.initializer.append(new)
             add.input[list(add.input).index(other)] = new.name

@@ -91,7 +91,12 @@ def split_rows(source: FeedDictSource, batch_axes: Mapping[str, "int | None"], e
             for _, feed in source:
                 arrays = {k: np.asarray(v) for k, v in feed.items()}
                 axes = {k: batch_axes.get(k) for k in arrays if batch_axes.get(k) is not None and arrays[k].ndim > batch_axes[k]}
-                rows = next((arrays[k].shape[a] for k, a in axes.items()), 1)
+                sizes = {arrays[k].shape[a] for k, a in axes.items()}
+                if len(sizes) > 1:  # malformed: passed on whole for the loader to report in its words
+                    if not held:
+                        yield feed
+                    continue
+                rows = sizes.pop() if sizes else 1
                 index = np.arange(start, start + rows)
                 start += rows
                 pick = np.flatnonzero((index % every == every - 1) == held)
@@ -104,8 +109,8 @@ def split_rows(source: FeedDictSource, batch_axes: Mapping[str, "int | None"], e
         return load
 
     tag = f"every {every}"
-    return (FeedDictSource(part(False), f"{source.origin} (calibration part)", f"{source.fingerprint()}:kept:{tag}"),
-            FeedDictSource(part(True), f"{source.origin} (held-out part)", f"{source.fingerprint()}:held:{tag}"))
+    return (FeedDictSource(part(False), source.origin, f"{source.fingerprint()}:kept:{tag}"),
+            FeedDictSource(part(True), source.origin, f"{source.fingerprint()}:held:{tag}"))
 
 
 def _describe(exc: BaseException) -> str:
