@@ -176,3 +176,23 @@ def test_a_feed_dict_source_is_split_like_sample_files(outliers):
         assert a["candidate"] == b["candidate"] and a["sqnr_db"] == pytest.approx(b["sqnr_db"], abs=1e-3)
     # the winner's ranges, refit on all 100 samples, agree too (minmax-like methods do not depend on batching)
     assert script.amax == pytest.approx(files.amax, rel=1e-6)
+
+
+def test_report_evaluate_and_inspect_show_what_auto_chose(outliers, capsys):
+    pytest.importorskip("matplotlib")
+    result = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", qdq=outliers / "q.onnx",
+                       report=outliers / "r.html", batch_size=16)
+    html = (outliers / "r.html").read_text()
+    assert f"Method chosen by --method auto: {result.chosen_method}</h2>" in html
+    assert all(f"<td>{label}</td>" in html or f"<td><b>{label}</b></td>" in html for label in LABELS)
+    assert "with their biases corrected" in html
+    capsys.readouterr()
+    assert main(["evaluate", "--fp32", str(outliers / "m.onnx"), "--int8", str(outliers / "q.onnx"),
+                 "--data", str(outliers / "x.npy"), "-q"]) == 0
+    out = capsys.readouterr().out
+    method, _ = __import__("int8calib.api", fromlist=["auto_candidate"]).auto_candidate(result.chosen_method)
+    assert f"calibration        auto -> {method}, biases corrected (4 layers)" in out
+    assert f"  chosen: {result.chosen_method}, ahead of" in out
+    assert main(["inspect", str(outliers / "q.onnx")]) == 0
+    shown = capsys.readouterr().out
+    assert '"chosen": "' + result.chosen_method + '"' in shown and "biases corrected: yes, 4 layer(s)" in shown
