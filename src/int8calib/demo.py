@@ -196,7 +196,6 @@ def _run(model: "Path | onnx.ModelProto", x: np.ndarray) -> np.ndarray:
 def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "auto", report: bool = True) -> DemoResult:
     """Calibrate EfficientNet-Lite0 on the bundled photos; write cache, Q/DQ model and report to ``out_dir``."""
     from .api import AUTO, calibrate
-    from .writers.cache import write_cache
     from .zoo import efficientnet_lite0, imagenet_classes
 
     if method != AUTO:
@@ -216,8 +215,8 @@ def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "auto", rep
     views = calibration_views(photos)
     outputs = {"cache": out / "calibration.cache", "model": out / "efficientnet_lite0.onnx", "qdq": out / "efficientnet_lite0_qdq.onnx"}
     # The Q/DQ model comes with its biases corrected (the default with --qdq); auto ranks corrected candidates.
-    result = calibrate(model=model_path, data=views, method=method, qdq=outputs["qdq"])
-    write_cache(outputs["cache"], result.amax, result.algorithm)
+    result = calibrate(model=model_path, data=views, method=method, cache=outputs["cache"], qdq=outputs["qdq"],
+                       reuse_cache="never")  # the statistics are shown, so they are always collected
     write_bytes(outputs["model"], model_path.read_bytes())  # beside the cache, for trtexec --calib
     seconds["calibrate"] = time.perf_counter() - t
 
