@@ -6,6 +6,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .auto import (  # noqa: F401 (AUTO_CANDIDATES, auto_candidate, default_method: API)
+    AUTO, AUTO_CANDIDATES, auto_candidate, check_auto, choose_automatically, default_method, held_out_loader,
+    model_inputs_of,
+)
 from .errors import Int8CalibError
 from .fromcache import evaluate_cache, quantize_from_cache  # noqa: F401 (API: calibration cache -> Q/DQ model)
 from .methods import available, compute_all, get as get_method
@@ -21,27 +25,6 @@ if TYPE_CHECKING:  # the model path imports these when it runs: --from-histogram
     from .runner import ActivationRunner, RunnerSpec
 
 ALL = "all"  # --method all: every method from one pass
-AUTO = "auto"  # --method auto: every candidate from one pass, the best on held-out samples kept
-
-# --method auto's candidates: (name in the table, registered method, its parameters).
-AUTO_CANDIDATES: tuple[tuple[str, str, dict], ...] = (
-    ("entropy2", "entropy2", {}),
-    ("entropy2-stable", "entropy2-stable", {}),
-    ("minmax", "minmax", {}),
-    ("mse", "mse", {}),
-    ("percentile:99.9", "percentile", {"percentile": 99.9}),
-    ("percentile:99.99", "percentile", {"percentile": 99.99}),
-    ("percentile:99.999", "percentile", {"percentile": 99.999}),
-    ("legacy", "legacy", {}),
-)
-
-
-def auto_candidate(name: str) -> tuple[str, dict]:
-    """(registered method, parameters) of an auto candidate's table name."""
-    for label, method, params in AUTO_CANDIDATES:
-        if label == name:
-            return method, dict(params)
-    raise Int8CalibError(f"unknown auto candidate '{name}'")
 
 # The statistics file records what the statistics depend on; the method comes later.
 _STATISTICS_FIELDS = ("tool", "model_sha256", "preprocess", "data_sha256")
@@ -133,7 +116,7 @@ def calibrate(
         get_method(name)  # fail early on an unknown name
     budgeted = accuracy_budget is not None or min_sqnr is not None
     if auto:
-        _check_auto(model, data, from_histograms, precision, output, method_params)
+        check_auto(model, data, from_histograms, precision, output, method_params)
     if method == ALL and (qdq is not None or budgeted):
         raise Int8CalibError("--qdq, --accuracy-budget and --min-sqnr need one method; --method all writes caches and ranges only")
     if budgeted and precision != "int8":
@@ -166,7 +149,7 @@ def calibrate(
 
             tensors = activation_tensors(load_model(model, load_external_data=False))
         runner = _runner_spec(model, providers, tensors, workers)
-        inputs = _inputs(model, batch_axes)
+        inputs = model_inputs_of(model, batch_axes)
         if budgeted or auto:
             from .evaluate.mixed import HOLDOUT_EVERY, split_holdout
             from .sources import FeedDictSource, resolve, split_rows
@@ -215,7 +198,7 @@ def calibrate(
     if auto:
         if holdout is None:  # --from-histograms: the statistics did not see --data
             holdout = data
-        shifts = _choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
+        shifts = choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
                                        exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
                                        refit=None if from_histograms is not None or budgeted else runner)
         chosen, params = auto_candidate(result.chosen_method)
@@ -307,7 +290,7 @@ def export_model(
         if precision != "int8":
             raise Int8CalibError(f"--accuracy-budget / --min-sqnr apply to --precision int8, not {precision}")
         check_budget(proto, output, accuracy_budget, min_sqnr)  # before the held-out data is read
-        loader = _held_out_loader(proto, holdout, preprocess, batch_size, batch_axes)
+        loader = held_out_loader(proto, holdout, preprocess, batch_size, batch_axes)
         mixed = choose_float_layers(
             proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers, min_sqnr, output, shifts
         )
@@ -331,137 +314,6 @@ def export_model(
         write_model(path, written)
         logger.info("wrote the %s model %s", precision, path)
     return mixed
-
-
-_FLOAT_TYPES = (1, 10, 11, 16)  # onnx FLOAT, FLOAT16, DOUBLE, BFLOAT16
-
-
-def default_method(model=None, data=None, from_histograms=None, precision="int8", output=None, method_params=None,
-                   batch_axes=None) -> str:
-    """The method when none is given: ``auto`` wherever it applies (the most accurate across the
-    real models in docs/methods.md), else ``entropy2``, TensorRT's default, with the reason logged.
-    Auto needs the model, int8, a float output to compare and at least ``HOLDOUT_EVERY`` samples."""
-    from .evaluate.mixed import HOLDOUT_EVERY
-
-    if method_params:
-        raise Int8CalibError(f"{', '.join('--' + k.replace('_', '-') for k in method_params)} need(s) the --method "
-                             "it belongs to (percentile, legacy)")
-    if precision != "int8":
-        return "entropy2"  # the model written is not int8: nothing for auto to compare
-    if from_histograms is not None and (data is None or model is None):
-        why = "it needs --data" if data is None else "it needs MODEL"
-        logger.info("method: entropy2 (TensorRT's default; --method auto does not apply: %s)", why)
-        return "entropy2"
-    if model is None or data is None or not Path(model).is_file():
-        return "entropy2"  # calibrate reports what is missing
-    from .evaluate.outputs import choose_output
-    from .runner import load_model
-
-    proto = load_model(model, load_external_data=False)
-    if output is None and not any(o.type.tensor_type.elem_type in _FLOAT_TYPES for o in proto.graph.output):
-        logger.info("method: entropy2 (TensorRT's default; --method auto compares float outputs and the model has none)")
-        return "entropy2"
-    choose_output(proto, output)  # a bad --output is an error whatever the method
-    try:
-        count = _sample_count(model, data, batch_axes)
-    except Int8CalibError:
-        return AUTO  # unreadable data: reported where it is read, after the checks that need none
-    if count is not None and count < HOLDOUT_EVERY:
-        logger.info("method: entropy2 (TensorRT's default; --method auto holds out 1 sample in %d and needs at least %d, "
-                    "%d given)", HOLDOUT_EVERY, HOLDOUT_EVERY, count)
-        return "entropy2"
-    return AUTO
-
-
-def _sample_count(model, data, batch_axes) -> int | None:
-    """How many samples ``data`` holds (None: a data-loader script's stream, unknown until read)."""
-    from .sources import FeedDictSource, resolve
-
-    if isinstance(data, FeedDictSource):
-        return None
-    inputs = _inputs(model, batch_axes)
-    return len(resolve(data, {i.name: i.layout for i in inputs}))
-
-
-def _check_auto(model, data, from_histograms, precision, output, method_params) -> None:
-    """--method auto's flags, before any data is read: it needs the model, held-out data and int8."""
-    if method_params:
-        raise Int8CalibError(f"--method auto tries its own candidates; drop {', '.join('--' + k.replace('_', '-') for k in method_params)}")
-    if precision != "int8":
-        raise Int8CalibError(f"--method auto compares INT8 models; it does not apply to --precision {precision}")
-    if data is None:
-        raise Int8CalibError(
-            "--method auto needs --data: it measures each candidate on held-out samples"
-            + (" (with --from-histograms, samples the statistics did not see)" if from_histograms is not None else "")
-        )
-    if model is None and from_histograms is None:
-        raise Int8CalibError("--method auto needs MODEL: it builds each candidate's Q/DQ model")
-    if from_histograms is not None and model is None:
-        model = load_statistics(from_histograms).meta.get("model")
-    if model is None or not Path(model).is_file():
-        raise Int8CalibError(f"--method auto needs the model: give MODEL ({model!r} not found)")
-    from .evaluate.outputs import choose_output
-    from .runner import load_model
-
-    choose_output(load_model(model, load_external_data=False), output)
-
-
-def _choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
-                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False):
-    """--method auto: every candidate's ranges from ``result.statistics``, ranked on ``holdout``.
-
-    The held-out samples are preprocessed once and serve the ranking, the refit and, with
-    ``correct``, the bias correction's shifts, which are returned (None without). Shifts do not
-    depend on activation ranges, so measuring them on these samples favours no candidate.
-
-    With ``refit`` (the runner of the statistics pass) the held-out samples' statistics are
-    collected too and merged in, and the winner's ranges recomputed from all the data: the
-    result is then what ``--method <winner>`` gives on all of it. Not for entropy2 / entropy,
-    whose TensorRT histograms follow the batches (they keep the ranges of the 4 samples in 5), nor
-    with an accuracy budget, which measures on the same held-out samples. ``result.statistics``
-    stays that of the 4 samples in 5 (with TensorRT's histograms, for --report).
-    """
-    from .evaluate.mixed import choose_method
-    from .methods import compute_ranges
-    from .passes import measure_shifts
-    from .runner import load_model
-
-    stats = result.statistics
-    source = model if model is not None else stats.meta.get("model")
-    pre = preprocess if preprocess is not None else stats.meta.get("preprocess")
-    candidates, seconds = {}, {}
-    for label, name, params in AUTO_CANDIDATES:
-        start = time.perf_counter()
-        candidates[label] = compute_ranges(name, stats, **params)
-        seconds[label] = time.perf_counter() - start
-    proto = load_model(source)
-    loader = _held_out_loader(proto, holdout, pre, batch_size, batch_axes)
-    batches = list(loader)  # few samples: kept preprocessed for every use below
-    shifts = measure_shifts(proto, batches, providers) if correct else None
-    choice = choose_method(proto, candidates, batches, output, exclude_nodes, exclude_op_types, providers, shifts)
-    logger.debug("%s", choice.format_table())
-    logger.info("--method auto chose %s (held-out SQNR of '%s' %.2f dB%s)", choice.chosen, choice.output,
-                300.0 if choice.table[0]["sqnr_db"] is None else choice.table[0]["sqnr_db"],
-                f", {choice.margin_db:+.2f} dB ahead of {choice.table[1]['candidate']}" if choice.margin_db is not None else "")
-    result.by_method, result.search_seconds, result.auto = candidates, seconds, choice
-    result.chosen_method = choice.chosen
-    result.amax = candidates[choice.chosen]
-    name, params = auto_candidate(choice.chosen)
-    result.algorithm = get_method(name).algorithm
-    if refit is not None and not get_method(name).ordered:
-        from .collection.calibration_pass import collect_statistics
-        from .runner import ActivationRunner
-        from .stats import merge
-
-        runner = refit() if callable(refit) else ActivationRunner(
-            refit.model, refit.providers, refit.tensors, derive=refit.derive, any_layout=refit.any_layout)
-        held = collect_statistics(loader, runner, None, max_memory, batches=iter(batches), trt_histograms=False)
-        merged = merge(stats, held)
-        result.amax = compute_ranges(name, merged, **params)
-        result.samples = int(merged.meta.get("samples", 0))
-        choice.refit = True
-        logger.info("%s: ranges recomputed from all %d samples (the held-out ones merged in)", choice.chosen, result.samples)
-    return shifts
 
 
 def _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histograms, data) -> bool:
@@ -488,27 +340,11 @@ def _bias_shifts(model, data, preprocess, batch_size: int, providers, batch_axes
 
     proto = load_model(model)
     if not isinstance(data, (BatchLoader, FeedDictLoader)):
-        data = _held_out_loader(proto, data, preprocess, batch_size, batch_axes)
+        data = held_out_loader(proto, data, preprocess, batch_size, batch_axes)
     if isinstance(data, FeedDictLoader):  # a script's stream: its first samples
         return measure_shifts(proto, data, providers)
     loader = BatchLoader(spread(data.samples), data.inputs, data.preprocess, data.batch_size, data.skip_bad)
     return measure_shifts(proto, loader, providers, max_samples=None)
-
-
-def _held_out_loader(proto, holdout, preprocess, batch_size: int, batch_axes):
-    """A loader over the held-out samples (a sample list, a feed-dict source, or data to resolve),
-    preprocessed like calibration."""
-    from .batching import BatchLoader, FeedDictLoader
-    from .calibrator import is_sample_list
-    from .preprocess import Preprocess
-    from .runner.model import declare_batch_axes, model_inputs
-    from .sources import FeedDictSource, resolve
-
-    inputs = declare_batch_axes(model_inputs(proto), batch_axes)
-    if isinstance(holdout, FeedDictSource):
-        return FeedDictLoader(holdout, inputs, batch_size)
-    samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: i.layout for i in inputs})
-    return BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
 
 
 def _check_budget(model, output, accuracy_budget, min_sqnr) -> None:
@@ -519,15 +355,6 @@ def _check_budget(model, output, accuracy_budget, min_sqnr) -> None:
     if model is None or not Path(model).is_file():
         raise Int8CalibError(f"--accuracy-budget / --min-sqnr need the model: give MODEL ({model!r} not found)")
     check_budget(load_model(model, load_external_data=False), output, accuracy_budget, min_sqnr)
-
-
-def _inputs(model, batch_axes: "dict[str, int | None] | None" = None) -> list:
-    from .runner.model import declare_batch_axes, load_model, model_inputs
-
-    inputs = declare_batch_axes(model_inputs(load_model(model, load_external_data=False)), batch_axes)
-    if not inputs:
-        raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")
-    return inputs
 
 
 def _statistics_meta(model, calibrator, base: dict) -> dict:
@@ -586,7 +413,7 @@ def collect(
 
     runner = _runner_spec(model, providers, tensors, workers)
     calibrator = Calibrator(
-        data, _inputs(model, batch_axes), preprocess, batch_size, shuffle=shuffle, skip_bad_images=skip_bad_images, model=model,
+        data, model_inputs_of(model, batch_axes), preprocess, batch_size, shuffle=shuffle, skip_bad_images=skip_bad_images, model=model,
     )
     # Fingerprint and list all the data before taking a shard: merged shards then equal one run.
     meta = _statistics_meta(model, calibrator, calibrator.provenance())

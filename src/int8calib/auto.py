@@ -1,0 +1,200 @@
+"""``--method auto``: the method chosen by measurement (docs/methods.md, "--method auto").
+
+Like the API, this module wires stages together: every candidate's ranges come from the statistics
+(``methods``), each candidate's Q/DQ model is measured on held-out samples (``evaluate.mixed``),
+with its biases corrected (``passes``) when the written model will be; the winner's ranges are
+recomputed from all the data (``collection``, ``stats.merge``). ``default_method`` says when auto
+is the default.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .errors import Int8CalibError
+from .methods import get as get_method
+from .stats import load as load_statistics
+from .util.log import logger
+
+AUTO = "auto"  # --method auto: every candidate from one pass, the best on held-out samples kept
+
+# --method auto's candidates: (name in the table, registered method, its parameters).
+AUTO_CANDIDATES: tuple[tuple[str, str, dict], ...] = (
+    ("entropy2", "entropy2", {}),
+    ("entropy2-stable", "entropy2-stable", {}),
+    ("minmax", "minmax", {}),
+    ("mse", "mse", {}),
+    ("percentile:99.9", "percentile", {"percentile": 99.9}),
+    ("percentile:99.99", "percentile", {"percentile": 99.99}),
+    ("percentile:99.999", "percentile", {"percentile": 99.999}),
+    ("legacy", "legacy", {}),
+)
+
+
+def auto_candidate(name: str) -> tuple[str, dict]:
+    """(registered method, parameters) of an auto candidate's table name."""
+    for label, method, params in AUTO_CANDIDATES:
+        if label == name:
+            return method, dict(params)
+    raise Int8CalibError(f"unknown auto candidate '{name}'")
+
+
+_FLOAT_TYPES = (1, 10, 11, 16)  # onnx FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def default_method(model=None, data=None, from_histograms=None, precision="int8", output=None, method_params=None,
+                   batch_axes=None) -> str:
+    """The method when none is given: ``auto`` wherever it applies (the most accurate across the
+    real models in docs/methods.md), else ``entropy2``, TensorRT's default, with the reason logged.
+    Auto needs the model, int8, a float output to compare and at least ``HOLDOUT_EVERY`` samples."""
+    from .evaluate.mixed import HOLDOUT_EVERY
+
+    if method_params:
+        raise Int8CalibError(f"{', '.join('--' + k.replace('_', '-') for k in method_params)} need(s) the --method "
+                             "it belongs to (percentile, legacy)")
+    if precision != "int8":
+        return "entropy2"  # the model written is not int8: nothing for auto to compare
+    if from_histograms is not None and (data is None or model is None):
+        why = "it needs --data" if data is None else "it needs MODEL"
+        logger.info("method: entropy2 (TensorRT's default; --method auto does not apply: %s)", why)
+        return "entropy2"
+    if model is None or data is None or not Path(model).is_file():
+        return "entropy2"  # calibrate reports what is missing
+    from .evaluate.outputs import choose_output
+    from .runner import load_model
+
+    proto = load_model(model, load_external_data=False)
+    if output is None and not any(o.type.tensor_type.elem_type in _FLOAT_TYPES for o in proto.graph.output):
+        logger.info("method: entropy2 (TensorRT's default; --method auto compares float outputs and the model has none)")
+        return "entropy2"
+    choose_output(proto, output)  # a bad --output is an error whatever the method
+    try:
+        count = sample_count(model, data, batch_axes)
+    except Int8CalibError:
+        return AUTO  # unreadable data: reported where it is read, after the checks that need none
+    if count is not None and count < HOLDOUT_EVERY:
+        logger.info("method: entropy2 (TensorRT's default; --method auto holds out 1 sample in %d and needs at least %d, "
+                    "%d given)", HOLDOUT_EVERY, HOLDOUT_EVERY, count)
+        return "entropy2"
+    return AUTO
+
+
+def sample_count(model, data, batch_axes) -> int | None:
+    """How many samples ``data`` holds (None: a data-loader script's stream, unknown until read)."""
+    from .sources import FeedDictSource, resolve
+
+    if isinstance(data, FeedDictSource):
+        return None
+    inputs = model_inputs_of(model, batch_axes)
+    return len(resolve(data, {i.name: i.layout for i in inputs}))
+
+
+def check_auto(model, data, from_histograms, precision, output, method_params) -> None:
+    """--method auto's flags, before any data is read: it needs the model, held-out data and int8."""
+    if method_params:
+        raise Int8CalibError(f"--method auto tries its own candidates; drop {', '.join('--' + k.replace('_', '-') for k in method_params)}")
+    if precision != "int8":
+        raise Int8CalibError(f"--method auto compares INT8 models; it does not apply to --precision {precision}")
+    if data is None:
+        raise Int8CalibError(
+            "--method auto needs --data: it measures each candidate on held-out samples"
+            + (" (with --from-histograms, samples the statistics did not see)" if from_histograms is not None else "")
+        )
+    if model is None and from_histograms is None:
+        raise Int8CalibError("--method auto needs MODEL: it builds each candidate's Q/DQ model")
+    if from_histograms is not None and model is None:
+        model = load_statistics(from_histograms).meta.get("model")
+    if model is None or not Path(model).is_file():
+        raise Int8CalibError(f"--method auto needs the model: give MODEL ({model!r} not found)")
+    from .evaluate.outputs import choose_output
+    from .runner import load_model
+
+    choose_output(load_model(model, load_external_data=False), output)
+
+
+def choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
+                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False):
+    """--method auto: every candidate's ranges from ``result.statistics``, ranked on ``holdout``.
+
+    The held-out samples are preprocessed once and serve the ranking, the refit and, with
+    ``correct``, the bias correction's shifts, which are returned (None without). Shifts do not
+    depend on activation ranges, so measuring them on these samples favours no candidate.
+
+    With ``refit`` (the runner of the statistics pass) the held-out samples' statistics are
+    collected too and merged in, and the winner's ranges recomputed from all the data: the
+    result is then what ``--method <winner>`` gives on all of it. Not for entropy2 / entropy,
+    whose TensorRT histograms follow the batches (they keep the ranges of the 4 samples in 5), nor
+    with an accuracy budget, which measures on the same held-out samples. ``result.statistics``
+    stays that of the 4 samples in 5 (with TensorRT's histograms, for --report).
+    """
+    from .evaluate.mixed import choose_method
+    from .methods import compute_ranges
+    from .passes import measure_shifts
+    from .runner import load_model
+
+    stats = result.statistics
+    source = model if model is not None else stats.meta.get("model")
+    pre = preprocess if preprocess is not None else stats.meta.get("preprocess")
+    candidates, seconds = {}, {}
+    for label, name, params in AUTO_CANDIDATES:
+        start = time.perf_counter()
+        candidates[label] = compute_ranges(name, stats, **params)
+        seconds[label] = time.perf_counter() - start
+    proto = load_model(source)
+    loader = held_out_loader(proto, holdout, pre, batch_size, batch_axes)
+    batches = list(loader)  # few samples: kept preprocessed for every use below
+    shifts = measure_shifts(proto, batches, providers) if correct else None
+    choice = choose_method(proto, candidates, batches, output, exclude_nodes, exclude_op_types, providers, shifts)
+    logger.debug("%s", choice.format_table())
+    logger.info("--method auto chose %s (held-out SQNR of '%s' %.2f dB%s)", choice.chosen, choice.output,
+                300.0 if choice.table[0]["sqnr_db"] is None else choice.table[0]["sqnr_db"],
+                f", {choice.margin_db:+.2f} dB ahead of {choice.table[1]['candidate']}" if choice.margin_db is not None else "")
+    result.by_method, result.search_seconds, result.auto = candidates, seconds, choice
+    result.chosen_method = choice.chosen
+    result.amax = candidates[choice.chosen]
+    name, params = auto_candidate(choice.chosen)
+    result.algorithm = get_method(name).algorithm
+    if refit is not None and not get_method(name).ordered:
+        from .collection.calibration_pass import collect_statistics
+        from .runner import ActivationRunner
+        from .stats import merge
+
+        runner = refit() if callable(refit) else ActivationRunner(
+            refit.model, refit.providers, refit.tensors, derive=refit.derive, any_layout=refit.any_layout)
+        held = collect_statistics(loader, runner, None, max_memory, batches=iter(batches), trt_histograms=False)
+        merged = merge(stats, held)
+        result.amax = compute_ranges(name, merged, **params)
+        result.samples = int(merged.meta.get("samples", 0))
+        choice.refit = True
+        logger.info("%s: ranges recomputed from all %d samples (the held-out ones merged in)", choice.chosen, result.samples)
+    return shifts
+
+
+
+def held_out_loader(proto, holdout, preprocess, batch_size: int, batch_axes):
+    """A loader over the held-out samples (a sample list, a feed-dict source, or data to resolve),
+    preprocessed like calibration."""
+    from .batching import BatchLoader, FeedDictLoader
+    from .calibrator import is_sample_list
+    from .preprocess import Preprocess
+    from .runner.model import declare_batch_axes, model_inputs
+    from .sources import FeedDictSource, resolve
+
+    inputs = declare_batch_axes(model_inputs(proto), batch_axes)
+    if isinstance(holdout, FeedDictSource):
+        return FeedDictLoader(holdout, inputs, batch_size)
+    samples = holdout if is_sample_list(holdout) else resolve(holdout, {i.name: i.layout for i in inputs})
+    return BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
+
+
+
+def model_inputs_of(model, batch_axes: "dict[str, int | None] | None" = None) -> list:
+    from .runner.model import declare_batch_axes, load_model, model_inputs
+
+    inputs = declare_batch_axes(model_inputs(load_model(model, load_external_data=False)), batch_axes)
+    if not inputs:
+        raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")
+    return inputs
+
+
