@@ -18,11 +18,12 @@ LABELS = [label for label, _, _ in AUTO_CANDIDATES]
 
 @pytest.fixture
 def outliers(tmp_path):
-    """residual_cnn and 100 samples of N(0, 1) where 4 calibration samples (never held out: index % 5 != 4)
-    carry a few values of 1000: minmax stretches the ranges to them and loses every ordinary value."""
+    """residual_cnn and 200 samples of N(0, 1) where 4 calibration samples (never held out: index % 5 != 4)
+    carry a few values of 1000: minmax stretches the ranges to them and loses every ordinary value.
+    40 held out: enough for one split (fewer than CROSS_VALIDATE_BELOW: cross-validation, tested below)."""
     residual_cnn(tmp_path / "m.onnx")
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((100, 3, 8, 8)).astype(np.float32)
+    x = rng.standard_normal((200, 3, 8, 8)).astype(np.float32)
     for i in (0, 21, 42, 63):
         x[i, :, 0, 0] = 1000.0
     np.save(tmp_path / "x.npy", x)
@@ -34,21 +35,22 @@ def test_auto_picks_a_robust_method_and_tables_every_candidate(outliers):
                        qdq=outliers / "q.onnx", batch_size=16)
     choice = result.auto
     assert [row["candidate"] for row in sorted(choice.table, key=lambda r: LABELS.index(r["candidate"]))] == LABELS
-    assert choice.output == "logits" and choice.scores and choice.samples == 20
+    assert choice.output == "logits" and choice.scores and choice.samples == 40 and not choice.folds
     by = {row["candidate"]: row for row in choice.table}
     best = choice.table[0]
     assert result.chosen_method == choice.chosen == best["candidate"] != "minmax"
     # minmax really is far behind: the outliers cost it most of the output SQNR
     assert _db(by["minmax"]) < _db(best) - 10
     top = max(r["expected_top1_agreement"] for r in choice.table)
-    close = [r for r in choice.table if r["expected_top1_agreement"] >= top - 100 / choice.samples]
+    finalists = [r for r in choice.table if not r.get("screened_out")]  # measured on all 40
+    close = [r for r in finalists if r["expected_top1_agreement"] >= top - 100 / choice.samples]
     assert best in close and _db(best) == max(_db(r) for r in close)
     assert by["minmax"]["expected_top1_agreement"] < best["expected_top1_agreement"]
     assert result.method == "auto" and choice.refit  # (a robust winner is not entropy2, which keeps 4 in 5)
-    # the winner's ranges are refit on all 100 samples: exactly what --method <winner> gives on all of them
+    # the winner's ranges are refit on all 200 samples: exactly what --method <winner> gives on all of them
     method, params = __import__("int8calib.api", fromlist=["auto_candidate"]).auto_candidate(choice.chosen)
     alone = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method=method, batch_size=16, **params)
-    assert result.amax == alone.amax and result.samples == 100
+    assert result.amax == alone.amax and result.samples == 200
     # the cache is the chosen method's, and its sidecar says auto chose it and why
     cache = read_cache(outliers / "c.cache")
     assert cache.algorithm == result.algorithm
@@ -61,8 +63,8 @@ def test_auto_picks_a_robust_method_and_tables_every_candidate(outliers):
 def test_with_an_accuracy_budget_the_held_out_samples_stay_out_of_the_ranges(outliers):
     result = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", qdq=outliers / "q.onnx",
                        accuracy_budget=100.0, batch_size=16)
-    assert not result.auto.refit and result.samples == 80
-    assert result.amax == result.by_method[result.chosen_method] and result.quantization.samples == 20
+    assert not result.auto.refit and result.samples == 160
+    assert result.amax == result.by_method[result.chosen_method] and result.quantization.samples == 40
 
 
 def test_auto_on_a_non_scores_output_ranks_by_sqnr(tmp_path):
@@ -76,8 +78,8 @@ def test_auto_on_a_non_scores_output_ranks_by_sqnr(tmp_path):
     m.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "C"
     onnx.save(m, tmp_path / "m2.onnx")
     result = calibrate(tmp_path / "m2.onnx", str(tmp_path / "x.npy"), method="auto", batch_size=8)
-    table = result.auto.table
-    assert not result.auto.scores and len(table) == len(LABELS)
+    table = result.auto.table  # 20 samples: ranked by cross-validation, without TensorRT's entropy2
+    assert not result.auto.scores and len(table) == len(LABELS) - 1 and result.auto.folds == 5
     assert [_db(r) for r in table] == sorted((_db(r) for r in table), reverse=True)
 
 
@@ -85,7 +87,7 @@ def test_cli_prints_the_table(outliers, capsys):
     assert main(["calibrate", str(outliers / "m.onnx"), "--data", str(outliers / "x.npy"), "--method", "auto",
                  "--qdq", str(outliers / "q.onnx")]) == 0
     out = capsys.readouterr().out
-    assert "--method auto: held-out error of 'logits' on 20 samples" in out
+    assert "--method auto: held-out error of 'logits' on 40 samples" in out
     for label in LABELS:
         assert label in out
     assert "<- chosen" in out and "chosen: " in out and "ahead of" in out
@@ -120,7 +122,7 @@ def test_from_histograms_without_data_exits_2(outliers, capsys):
     assert "--method auto needs --data" in capsys.readouterr().err
     # with --data, the samples the statistics did not see are the held-out ones
     result = calibrate(from_histograms=outliers / "h.npz", data=str(outliers / "x.npy"), method="auto")
-    assert len(result.auto.table) == len(LABELS) and result.auto.samples == 100
+    assert len(result.auto.table) == len(LABELS) and result.auto.samples == 200
 
 
 def _db(row) -> float:
@@ -166,15 +168,15 @@ def test_a_feed_dict_source_is_split_like_sample_files(outliers):
     x = np.load(outliers / "x.npy")
 
     def load_data():
-        for start in range(0, 100, 7):  # batches of 7: the split runs across batch boundaries
+        for start in range(0, 200, 7):  # batches of 7: the split runs across batch boundaries
             yield {"input": x[start:start + 7]}
 
     files = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", qdq=outliers / "a.onnx", batch_size=16)
     script = calibrate(outliers / "m.onnx", FeedDictSource(load_data), method="auto", qdq=outliers / "b.onnx", batch_size=16)
-    assert script.chosen_method == files.chosen_method and script.auto.samples == files.auto.samples == 20
+    assert script.chosen_method == files.chosen_method and script.auto.samples == files.auto.samples == 40
     for a, b in zip(files.auto.table, script.auto.table):
         assert a["candidate"] == b["candidate"] and a["sqnr_db"] == pytest.approx(b["sqnr_db"], abs=1e-3)
-    # the winner's ranges, refit on all 100 samples, agree too (minmax-like methods do not depend on batching)
+    # the winner's ranges, refit on all 200 samples, agree too (minmax-like methods do not depend on batching)
     assert script.amax == pytest.approx(files.amax, rel=1e-6)
 
 
@@ -196,3 +198,47 @@ def test_report_evaluate_and_inspect_show_what_auto_chose(outliers, capsys):
     assert main(["inspect", str(outliers / "q.onnx")]) == 0
     shown = capsys.readouterr().out
     assert '"chosen": "' + result.chosen_method + '"' in shown and "biases corrected: yes, 4 layer(s)" in shown
+
+
+def test_few_samples_are_ranked_by_cross_validation(outliers):
+    """100 samples hold out only 20: every sample is held out once instead, in 5 folds."""
+    x = np.load(outliers / "x.npy")[:100]
+    np.save(outliers / "few.npy", x)
+    result = calibrate(outliers / "m.onnx", str(outliers / "few.npy"), method="auto", cache=outliers / "c.cache",
+                       qdq=outliers / "q.onnx", batch_size=16)
+    choice = result.auto
+    assert choice.folds == 5 and choice.samples == 100 and choice.refit and choice.bias_corrected
+    labels = [r["candidate"] for r in choice.table]
+    assert sorted(labels) == sorted(set(LABELS) - {"entropy2"})  # TensorRT's histograms do not merge across folds
+    # the outliers are held out too now (in folds 0-3): SQNR follows them, agreement the ordinary samples
+    minmax = choice.table[labels.index("minmax")]
+    assert choice.chosen != "minmax" and minmax["expected_top1_agreement"] < choice.table[0]["expected_top1_agreement"] - 20
+    # the winner's ranges come from all 100 samples: exactly --method <winner> on them
+    method, params = __import__("int8calib.api", fromlist=["auto_candidate"]).auto_candidate(choice.chosen)
+    alone = calibrate(outliers / "m.onnx", str(outliers / "few.npy"), method=method, batch_size=16, **params)
+    assert result.amax == alone.amax and result.samples == 100
+    side = json.loads((outliers / "c.cache.json").read_text())
+    assert side["chosen_by"]["cross_validation_folds"] == 5 and side["chosen_by"]["chosen"] == choice.chosen
+    assert "5-fold cross-validation: each held out once" in choice.format_table()
+
+
+def test_fold_comparisons_add_up_to_one_measurement_over_all_samples():
+    """With the same ranges in every fold, cross-validation measures what one comparison over every
+    sample does: signal and noise powers and agreement are sums over samples."""
+    from int8calib.batching import Batch
+    from int8calib.evaluate import mixed
+    from tinymodels import reference_activations
+
+    model = residual_cnn()
+    x = np.random.default_rng(5).standard_normal((30, 3, 8, 8)).astype(np.float32)
+    exact = {k: float(np.abs(v).max()) for k, v in reference_activations(model, x).items()}
+    candidates = {"x1": exact, "x0.5": {k: v * 0.5 for k, v in exact.items()}}
+    batches = [Batch({"input": x[i:i + 6]}, 6, []) for i in range(0, 30, 6)]
+    whole = mixed.choose_method(model, candidates, batches)  # 30 samples: no screening
+    folds = mixed.choose_method_by_folds(model, [(candidates, [b]) for b in batches])
+    assert folds.folds == 5 and folds.samples == whole.samples == 30 and folds.chosen == whole.chosen
+    for a, b in zip(whole.table, folds.table):
+        assert a["candidate"] == b["candidate"]
+        assert a["sqnr_db"] == pytest.approx(b["sqnr_db"], abs=1e-3)
+        assert a["expected_top1_agreement"] == pytest.approx(b["expected_top1_agreement"], abs=1e-6)
+        assert a["top1_agreement"] == b["top1_agreement"]

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .auto import (  # noqa: F401 (AUTO_CANDIDATES, auto_candidate, default_method: API)
-    AUTO, AUTO_CANDIDATES, auto_candidate, check_auto, choose_automatically, default_method, held_out_loader,
-    model_inputs_of,
+    AUTO, AUTO_CANDIDATES, CROSS_VALIDATE_BELOW, FOLDS, auto_candidate, check_auto, choose_automatically,
+    cross_validate, default_method, held_out_loader, model_inputs_of,
 )
 from .errors import Int8CalibError
 from .fromcache import evaluate_cache, quantize_from_cache  # noqa: F401 (API: calibration cache -> Q/DQ model)
@@ -126,7 +126,7 @@ def calibrate(
         if written is not None and not Path(written).resolve().parent.is_dir():
             raise Int8CalibError(f"{written}: the folder to write it in does not exist")
     start = time.perf_counter()
-    holdout = None
+    holdout, folds, shifts = None, 0, None
     # Only a Q/DQ model wanted: statistics for its activation inputs are enough (and faster to collect).
     qdq_only = (qdq is not None or budgeted) and not (cache or ranges or histograms or report)
     if from_histograms is not None:
@@ -158,8 +158,14 @@ def calibrate(
                 data, holdout = split_rows(data, {i.name: i.batch_axis for i in inputs}, HOLDOUT_EVERY)
                 logger.info("holding out 1 sample in %d to measure accuracy; ranges use the rest", HOLDOUT_EVERY)
             else:
-                data, holdout = split_holdout(resolve(data, {i.name: i.layout for i in inputs}, shuffle))
-                logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
+                samples = resolve(data, {i.name: i.layout for i in inputs}, shuffle)
+                if auto and not budgeted and len(samples) // HOLDOUT_EVERY < CROSS_VALIDATE_BELOW:
+                    data, folds = samples, FOLDS
+                    logger.info("%d samples: --method auto ranks its candidates by %d-fold cross-validation",
+                                len(samples), FOLDS)
+                else:
+                    data, holdout = split_holdout(samples)
+                    logger.info("holding out %d of %d samples to measure accuracy; ranges use the rest", len(holdout), len(data) + len(holdout))
             shuffle = None
         calibrator = Calibrator(
             data, inputs, preprocess, batch_size, cache_file=None if method in (ALL, AUTO) else cache,
@@ -173,7 +179,11 @@ def calibrate(
             calibrator.reuse_cache = "never"
         base = calibrator.provenance()
         meta = _statistics_meta(model, calibrator, base)
-        if method in (ALL, AUTO):
+        if folds:
+            result = CalibrationResult({}, method, "")
+            shifts = cross_validate(result, model, calibrator.loader, runner, meta, max_memory, providers, output,
+                                    exclude_nodes, exclude_op_types, correct)
+        elif method in (ALL, AUTO):
             result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names))
             result.samples = int(result.statistics.meta.get("samples", 0))
         else:
@@ -189,18 +199,18 @@ def calibrate(
             logger.warning("skipped %d unreadable sample(s); first: %s", len(calibrator.skipped), calibrator.skipped[0])
         if histograms is not None:
             save_statistics(result.statistics, histograms)
-    shifts = None
     if correct and not auto:
         shifts = _bias_shifts(model if model is not None else result.statistics.meta.get("model"),
                               calibrator.loader if from_histograms is None else data,
                               preprocess if preprocess is not None else result.statistics.meta.get("preprocess"),
                               batch_size, providers, batch_axes)
     if auto:
-        if holdout is None:  # --from-histograms: the statistics did not see --data
-            holdout = data
-        shifts = choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
-                                       exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
-                                       refit=None if from_histograms is not None or budgeted else runner)
+        if not folds:  # (cross-validation chose already, in the statistics pass)
+            if holdout is None:  # --from-histograms: the statistics did not see --data
+                holdout = data
+            shifts = choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
+                                          exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
+                                          refit=None if from_histograms is not None or budgeted else runner)
         chosen, params = auto_candidate(result.chosen_method)
         warn_zero_tensors(result.amax)
         if cache is not None:

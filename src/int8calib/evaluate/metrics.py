@@ -112,6 +112,21 @@ class OutputComparison:
                 self.correct[f"{name}_top1"] += int(np.sum(top[:, :1] == labels))
                 self.correct[f"{name}_top5"] += int(np.sum(np.any(top == labels, axis=1)))
 
+    def merge(self, other: "OutputComparison") -> None:
+        """Add ``other``'s samples (the comparison of other data of the same output)."""
+        self.n += other.n
+        self.top1_agree += other.top1_agree
+        self.top5_overlap += other.top5_overlap
+        self.expected_flips += other.expected_flips
+        self.power.signal += other.power.signal
+        self.power.noise += other.power.noise
+        self.power.max_abs_error = max(self.power.max_abs_error, other.power.max_abs_error)
+        self.power.elements += other.power.elements
+        self.labelled += other.labelled
+        for key, count in other.correct.items():
+            self.correct[key] += count
+        self.classifier = self.classifier and other.classifier
+
     def to_dict(self) -> dict:
         """Percentages for the rates; None where a metric does not apply."""
         def pct(count: float, total: int) -> float | None:

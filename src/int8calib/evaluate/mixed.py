@@ -176,13 +176,20 @@ def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, provider
 def _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
              shifts=None):
     """Build the Q/DQ model of ``amax`` in memory (biases corrected with ``shifts`` when given) and
-    compare its ``output`` with the float model's."""
+    compare its ``output`` with the float model's: (OutputComparison.to_dict(), QdqSummary)."""
+    comparison, summary = _compare(model, amax, batches, reference, output, exclude_nodes, exclude_op_types,
+                                   providers, keep, rows, shifts)
+    return comparison.to_dict(), summary
+
+
+def _compare(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
+             shifts=None):
+    """:func:`_measure`'s comparison itself (sums that add up over data), and the Q/DQ summary."""
     qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep)
     if shifts is not None:
         correct_biases(qdq, shifts)
     data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
-    result = compare_models(model, qdq, data, output, providers=providers, reference=ref).output
-    return result.to_dict(), summary
+    return compare_models(model, qdq, data, output, providers=providers, reference=ref).output, summary
 
 
 @dataclass
@@ -196,6 +203,7 @@ class MethodChoice:
     table: list[dict] = field(default_factory=list)  # {"candidate", "top1_agreement", "sqnr_db"}, best first
     refit: bool = False  # the winner's ranges were recomputed with the held-out samples merged in
     bias_corrected: bool = False  # every candidate was measured with its biases corrected
+    folds: int = 0  # > 0: ranked by cross-validation over this many folds, every sample held out once
 
     @property
     def runner_up(self) -> dict | None:
@@ -211,7 +219,7 @@ class MethodChoice:
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "output": self.output, "ranked_by": "expected_top1_agreement (within 100/n points: sqnr_db)" if self.scores else "sqnr_db",
                 "held_out_samples": self.samples, "refit_on_all_samples": self.refit, "bias_corrected": self.bias_corrected,
-                "candidates": self.table}
+                "cross_validation_folds": self.folds, "candidates": self.table}
 
     @classmethod
     def from_dict(cls, record: dict) -> "MethodChoice":
@@ -219,12 +227,14 @@ class MethodChoice:
         table = record.get("candidates") or []
         scores = bool(table) and all(r.get("expected_top1_agreement") is not None for r in table)
         return cls(record["chosen"], record.get("output", ""), scores, int(record.get("held_out_samples", 0)), list(table),
-                   bool(record.get("refit_on_all_samples")), bool(record.get("bias_corrected")))
+                   bool(record.get("refit_on_all_samples")), bool(record.get("bias_corrected")),
+                   int(record.get("cross_validation_folds") or 0))
 
     def format_table(self) -> str:
         head = f"{'candidate':<18}" + (f"{'expected agree %':>17}{'observed %':>11}" if self.scores else "") + f"{'SQNR dB':>10}"
         corrected = ", biases corrected" if self.bias_corrected else ""
-        lines = [f"--method auto: held-out error of '{self.output}' on {self.samples} samples{corrected} (best first)", head]
+        folds = f", {self.folds}-fold cross-validation: each held out once" if self.folds else ""
+        lines = [f"--method auto: held-out error of '{self.output}' on {self.samples} samples{folds}{corrected} (best first)", head]
         for i, row in enumerate(self.table):
             agree = f"{row['expected_top1_agreement']:>17.2f}{row['top1_agreement']:>11.2f}" if self.scores else ""
             lines.append(f"{row['candidate']:<18}{agree}{_db(row['sqnr_db']):>10.2f}{_note(row, i == 0)}")
@@ -287,10 +297,7 @@ def choose_method(
         for name in progress(names, total=len(names), desc="auto candidates", unit="method"):
             metrics, _ = _measure(model, unique[name], batches, reference, info.name, exclude_nodes, exclude_op_types,
                                   providers, rows=rows, shifts=shifts)
-            flips = metrics["expected_top1_disagreement"]
-            out[name] = {"candidate": name, "top1_agreement": metrics["top1_agreement"],
-                         "expected_top1_agreement": None if flips is None else round(100.0 - flips, 4),
-                         "sqnr_db": metrics["sqnr_db"], "n": metrics["n"]}
+            out[name] = _row(name, metrics)
         return out
 
     total = sum(n for _, n, _ in batches)
@@ -310,6 +317,46 @@ def choose_method(
         r.pop("n", None)
     scores = info.is_scores and all(r["expected_top1_agreement"] is not None for r in rows)
     return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows, bias_corrected=shifts is not None)
+
+
+def choose_method_by_folds(
+    model: onnx.ModelProto,
+    folds: Sequence[tuple[dict[str, dict[str, float]], list]],
+    output: str | None = None,
+    exclude_nodes: str | None = None,
+    exclude_op_types: Sequence[str] = (),
+    providers: Sequence[str] | None = None,
+    shifts: BiasShifts | None = None,
+) -> MethodChoice:
+    """:func:`choose_method` by cross-validation: ``folds`` holds, per fold, every candidate's ranges
+    from the other folds' statistics and the fold's own batches. Each candidate's comparisons of
+    all folds add up (SQNR from the summed signal and noise powers, agreement over every sample),
+    so every sample is held out once and ranks the candidates."""
+    from .metrics import OutputComparison
+
+    info = choose_output(model, output)
+    totals: dict[str, OutputComparison] = {}
+    for k, (candidates, fold_batches) in enumerate(folds):
+        batches, reference = _held_out(model, fold_batches, info.name, providers)
+        for name in progress(candidates, total=len(candidates), desc=f"auto fold {k + 1}/{len(folds)}", unit="method"):
+            comparison, _ = _compare(model, candidates[name], batches, reference, info.name, exclude_nodes,
+                                     exclude_op_types, providers, shifts=shifts)
+            totals.setdefault(name, OutputComparison()).merge(comparison)
+    rows = _ranked([_row(name, comparison.to_dict()) for name, comparison in totals.items()], info.is_scores)
+    n = rows[0]["n"]
+    for r in rows:
+        r.pop("n", None)
+    scores = info.is_scores and all(r["expected_top1_agreement"] is not None for r in rows)
+    return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows, refit=True, bias_corrected=shifts is not None,
+                        folds=len(folds))
+
+
+def _row(name: str, metrics: dict) -> dict:
+    """A candidate's row in auto's table, from its comparison's metrics."""
+    flips = metrics["expected_top1_disagreement"]
+    return {"candidate": name, "top1_agreement": metrics["top1_agreement"],
+            "expected_top1_agreement": None if flips is None else round(100.0 - flips, 4),
+            "sqnr_db": metrics["sqnr_db"], "n": metrics["n"]}
 
 
 def _ranked(rows: list[dict], is_scores: bool) -> list[dict]:
