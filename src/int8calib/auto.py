@@ -198,9 +198,13 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     for k in range(FOLDS):
         part = BatchLoader(loader.samples[k::FOLDS], loader.inputs, loader.preprocess, loader.batch_size, loader.skip_bad)
         batches = list(part)
-        fold_stats.append(collect_statistics(part, runner, meta, max_memory, batches=iter(batches), trt_histograms=False))
-        parts.append(batches)
         loader.skipped.extend(part.skipped)
+        if batches:  # (a fold of unreadable samples skipped with --skip-bad-images is left out)
+            fold_stats.append(collect_statistics(part, runner, meta, max_memory, batches=iter(batches), trt_histograms=False))
+            parts.append(batches)
+    if len(parts) < 2:
+        raise Int8CalibError("no calibration sample could be loaded" if not parts else
+                             "--method auto: only one fold of samples could be loaded; give more readable samples")
     proto = load_model(model)
     shifts = measure_shifts(proto, [b for batches in parts for b in batches], providers) if correct else None
 
@@ -215,7 +219,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
         return out
 
     folds = []
-    for k in range(FOLDS):
+    for k in range(len(parts)):
         others = [s for j, s in enumerate(fold_stats) if j != k]
         rest = others[0]
         for s in others[1:]:
