@@ -46,6 +46,14 @@ def _record(base: dict, method: str, params: dict) -> dict:
     )
 
 
+def _result_record(base: dict, result: CalibrationResult, method: str, params: dict) -> dict:
+    """The provenance of one output of ``result``: auto's winner with its table (``chosen_by``), or ``method``."""
+    if result.auto is None:
+        return _record(base, method, params)
+    chosen, chosen_params = auto_candidate(result.chosen_method)
+    return _record(base, chosen, chosen_params) | {"chosen_by": result.auto.to_dict()}
+
+
 def calibrate(
     model: "str | Path | None" = None,
     data=None,
@@ -211,11 +219,9 @@ def calibrate(
             shifts = choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
                                           exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
                                           refit=None if from_histograms is not None or budgeted else runner)
-        chosen, params = auto_candidate(result.chosen_method)
         warn_zero_tensors(result.amax)
         if cache is not None:
-            write_cache(cache, result.amax, result.algorithm, trt_version,
-                        _record(base, chosen, params) | {"chosen_by": result.auto.to_dict()})
+            write_cache(cache, result.amax, result.algorithm, trt_version, _result_record(base, result, method, method_params))
     elif not result.by_method:
         result.by_method, result.search_seconds = compute_all(result.statistics, names, **method_params)
         for name, amax in result.by_method.items():
@@ -226,8 +232,7 @@ def calibrate(
         if method != ALL:
             result.amax, result.algorithm = result.by_method[method], get_method(method).algorithm
     if ranges is not None and auto:
-        chosen, params = auto_candidate(result.chosen_method)
-        write_ranges(ranges, result.amax, _record(base, chosen, params) | {"chosen_by": result.auto.to_dict()})
+        write_ranges(ranges, result.amax, _result_record(base, result, method, method_params))
     elif ranges is not None:
         for name, amax in result.by_method.items():
             write_ranges(method_path(ranges, name) if method == ALL else ranges, amax, _record(base, name, method_params))
@@ -247,14 +252,9 @@ def calibrate(
             if data is None:  # (auto has its held-out samples already)
                 raise Int8CalibError("--accuracy-budget / --min-sqnr with --from-histograms need --data: samples the statistics did not see")
             holdout = data
-        if auto:
-            chosen, params = auto_candidate(result.chosen_method)
-            record = _record(base, chosen, params) | {"chosen_by": result.auto.to_dict()}
-        else:
-            record = _record(base, method, method_params)
         result.quantization = export_model(
             source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
-            batch_size, providers, min_sqnr, output, batch_axes, shifts, record,
+            batch_size, providers, min_sqnr, output, batch_axes, shifts, _result_record(base, result, method, method_params),
         )
     result.seconds = time.perf_counter() - start
     return result

@@ -312,11 +312,7 @@ def choose_method(
     by_name = {r["candidate"]: r for r in rows}
     for name, twin in same.items():  # after their twin, in candidate order
         rows.insert(rows.index(by_name[twin]) + 1, dict(by_name[twin], candidate=name, same_as=twin))
-    n = rows[0]["n"]
-    for r in rows:
-        r.pop("n", None)
-    scores = info.is_scores and all(r["expected_top1_agreement"] is not None for r in rows)
-    return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows, bias_corrected=shifts is not None)
+    return _choice(rows, info, bias_corrected=shifts is not None)
 
 
 def choose_method_by_folds(
@@ -343,12 +339,16 @@ def choose_method_by_folds(
                                      exclude_op_types, providers, shifts=shifts)
             totals.setdefault(name, OutputComparison()).merge(comparison)
     rows = _ranked([_row(name, comparison.to_dict()) for name, comparison in totals.items()], info.is_scores)
+    return _choice(rows, info, refit=True, bias_corrected=shifts is not None, folds=len(folds))
+
+
+def _choice(rows: list[dict], info, **details) -> MethodChoice:
+    """The MethodChoice of ``rows`` (best first, each with its sample count ``n``, dropped here)."""
     n = rows[0]["n"]
     for r in rows:
         r.pop("n", None)
     scores = info.is_scores and all(r["expected_top1_agreement"] is not None for r in rows)
-    return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows, refit=True, bias_corrected=shifts is not None,
-                        folds=len(folds))
+    return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows, **details)
 
 
 def _row(name: str, metrics: dict) -> dict:
