@@ -168,7 +168,6 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
     return shifts
 
 
-
 def cross_validate(result, model, loader, runner, meta, max_memory=None, providers=None, output=None, exclude_nodes=None,
                    exclude_op_types=(), correct=False):
     """--method auto on little data: rank by ``FOLDS``-fold cross-validation instead of one split.
