@@ -10,6 +10,7 @@ is the default.
 from __future__ import annotations
 
 import time
+from functools import reduce
 from pathlib import Path
 
 from .errors import Int8CalibError
@@ -217,18 +218,10 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
             seconds[label] = time.perf_counter() - start
         return out
 
-    folds = []
-    for k in range(len(parts)):
-        others = [s for j, s in enumerate(fold_stats) if j != k]
-        rest = others[0]
-        for s in others[1:]:
-            rest = merge(rest, s)
-        folds.append((ranges(rest), parts[k]))
+    folds = [(ranges(reduce(merge, fold_stats[:k] + fold_stats[k + 1:])), parts[k]) for k in range(len(parts))]
     choice = choose_method_by_folds(proto, folds, output, exclude_nodes, exclude_op_types, providers, shifts)
     _log_choice(choice)
-    stats = fold_stats[0]
-    for s in fold_stats[1:]:
-        stats = merge(stats, s)
+    stats = reduce(merge, fold_stats)
     result.statistics, result.by_method, result.auto = stats, ranges(stats), choice
     result.search_seconds = seconds  # of the last, all-data computation
     result.chosen_method = choice.chosen
@@ -272,10 +265,10 @@ def held_out_loader(proto, holdout, preprocess, batch_size: int, batch_axes):
     return BatchLoader(samples, inputs, Preprocess.load(preprocess) if preprocess is not None else None, batch_size)
 
 
-
 def model_inputs_of(model, batch_axes: "dict[str, int | None] | None" = None) -> list:
     from .runner.model import declare_batch_axes, load_model, model_inputs
 
+    """The model's inputs, with the batch axes declared by --batch-axis (at least one input)."""
     inputs = declare_batch_axes(model_inputs(load_model(model, load_external_data=False)), batch_axes)
     if not inputs:
         raise Int8CalibError(f"{model}: the model has no inputs to feed calibration data to")

@@ -85,17 +85,17 @@ def weight_error(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
     return (q.astype(np.float32) * s.reshape(shape) - w).astype(np.float32)
 
 
-def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tuple[onnx.ModelProto, dict[str, tuple[str, str]]]:
+def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
     """A copy of the float ``model`` with a twin per layer computing ``layer(x, Wq - W)``, averaged
-    over every axis but the batch (0) and the channel: ``{node id: (mean [rows, C], shape of the
-    averaged view [rows, C, P] or [rows, P, C])}`` output names."""
+    over every axis but the batch (0) and the channel: ``{node id: (mean [rows, C] output, shape of
+    the averaged view [rows, C, P] or [rows, P, C] output, the view's positions axis)}``."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
     constants = _constants(graph)
     fresh = _Names(graph)
     opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 13)
-    outputs: dict[str, tuple[str, str]] = {}
+    outputs: dict[str, tuple[str, str, int]] = {}
     for node in layers:
         nid = node_id(node)
         dw = numpy_helper.from_array(weight_error(node, constants[node.input[1]]), fresh(f"{nid}_weight_error"))
@@ -104,14 +104,16 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tup
         twin_out = fresh(f"{nid}_weight_error_out")
         twin = helper.make_node(node.op_type, [node.input[0], dw.name], [twin_out], fresh(f"{nid}_weight_error_twin"))
         twin.attribute.extend(attrs)
-        # [rows, C, positions] (channel axis 1) or [rows, positions, C] (channel last), then the mean over positions
-        view = numpy_helper.from_array(np.array([0, 0, -1] if not _channel_last(node) else [0, -1, 0], np.int64), fresh(f"{nid}_view_shape"))
-        if _channel_last(node):  # Reshape's 0 copies a dimension: the channel count goes last explicitly
+        # [rows, C, positions] (channel axis 1) or [rows, positions, C] (channel last), then the mean over positions;
+        # Reshape's 0 copies a dimension, so a last channel axis is given by its size
+        if _channel_last(node):
             channels = constants[node.input[1]].shape[0 if node.op_type == "Gemm" and _attr(node, "transB", 0) else -1]
-            view = numpy_helper.from_array(np.array([0, -1, channels], np.int64), view.name)
+            dims, axis = [0, -1, channels], 1
+        else:
+            dims, axis = [0, 0, -1], 2
+        view = numpy_helper.from_array(np.array(dims, np.int64), fresh(f"{nid}_view_shape"))
         graph.initializer.append(view)
         viewed, mean, shape = fresh(f"{nid}_view"), fresh(f"{nid}_shift"), fresh(f"{nid}_shift_shape")
-        axis = 1 if _channel_last(node) else 2
         new = [twin, helper.make_node("Reshape", [twin_out, view.name], [viewed], fresh(f"{nid}_view_node"))]
         if opset >= 18:
             axes = numpy_helper.from_array(np.array([axis], np.int64), fresh(f"{nid}_mean_axes"))
@@ -119,11 +121,11 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tup
             new.append(helper.make_node("ReduceMean", [viewed, axes.name], [mean], fresh(f"{nid}_mean"), keepdims=0))
         else:
             new.append(helper.make_node("ReduceMean", [viewed], [mean], fresh(f"{nid}_mean"), axes=[axis], keepdims=0))
-        dims = fresh(f"{nid}_view_dims")
-        new += [helper.make_node("Shape", [viewed], [dims], fresh(f"{nid}_shape_node")),
-                helper.make_node("Cast", [dims], [shape], fresh(f"{nid}_shape_cast"), to=TensorProto.FLOAT)]
+        view_dims = fresh(f"{nid}_view_dims")
+        new += [helper.make_node("Shape", [viewed], [view_dims], fresh(f"{nid}_shape_node")),
+                helper.make_node("Cast", [view_dims], [shape], fresh(f"{nid}_shape_cast"), to=TensorProto.FLOAT)]
         graph.node.extend(new)
-        outputs[nid] = (mean, shape)
+        outputs[nid] = (mean, shape, axis)
     return out, outputs
 
 
@@ -151,7 +153,7 @@ def measure_shifts(
     if not layers:
         return result
     twins, names = shift_model(model, layers)
-    runner = ActivationRunner(twins, providers, [t for pair in names.values() for t in pair])
+    runner = ActivationRunner(twins, providers, [t for mean, shape, _ in names.values() for t in (mean, shape)])
     sums = {nid: None for nid in names}
     counts = dict.fromkeys(names, 0)
     for batch in progress(loader, desc="bias correction", unit="batch"):
@@ -159,9 +161,8 @@ def measure_shifts(
             break
         rows = batch.n if max_samples is None else min(batch.n, max_samples - result.samples)
         values = runner.run(batch.feeds)
-        for nid, (mean, shape) in names.items():
-            per_row, view = values[mean], values[shape]
-            positions = int(view[2] if per_row.shape[-1] == view[1] else view[1])
+        for nid, (mean, shape, axis) in names.items():
+            per_row, positions = values[mean], int(values[shape][axis])
             # rows past the batch's real samples are padding (a fixed batch axis); a layer whose
             # axis 0 is not the batch's (rows differ) is averaged whole
             taken = per_row[:rows] if per_row.shape[0] == len(next(iter(batch.feeds.values()))) else per_row
