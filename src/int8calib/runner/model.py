@@ -169,6 +169,13 @@ def _all_tensors(model: onnx.ModelProto):
                 graphs.extend(attr.graphs)
 
 
+def has_low_precision_qdq(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` has Q/DQ nodes with float16 / bfloat16 scales (an INT8 + FP16 model)."""
+    low = {i.name for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)}
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1 and n.input[1] in low
+               for n in model.graph.node)
+
+
 def uses_external_data(model: onnx.ModelProto) -> bool:
     return any(t.data_location == TensorProto.EXTERNAL for t in _all_tensors(model))
 

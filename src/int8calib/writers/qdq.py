@@ -40,6 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import Int8CalibError
 from ..util.atomic import write_bytes
 from ..util.log import logger
+from .float_types import scale_values
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -90,10 +91,12 @@ def weight_axis(node: onnx.NodeProto, input_index: int, rank: int) -> int | None
     return rank - 1 if input_index == 1 else rank - 2
 
 
-def quantize_per_channel(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+def quantize_per_channel(w: np.ndarray, axis: int | None, high_precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """(int8 weights, float32 scales) with scale = max |w| / 127 over each channel of ``axis``.
 
-    An all-zero channel gets scale 1 (any positive scale reproduces zeros exactly).
+    An all-zero channel gets scale 1 (any positive scale reproduces zeros exactly). The scales
+    are rounded to the type ``high_precision`` stores them in (:func:`float_types.scale_values`)
+    before the weights are rounded with them, so the int8 values fit the scales written.
     """
     w = np.asarray(w, dtype=np.float32)
     if axis is None:
@@ -103,6 +106,7 @@ def quantize_per_channel(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, n
         amax = np.abs(w).max(axis=other).astype(np.float32)
     scale = (amax / np.float32(127)).astype(np.float32)
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    scale = scale_values(scale, high_precision, weights=True)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
@@ -187,6 +191,7 @@ def build_qdq(
     exclude_op_types: Iterable[str] = (),
     keep_float: Iterable[str] = (),
     scales: Mapping[str, float] | None = None,
+    high_precision: str = "fp32",
 ) -> tuple[onnx.ModelProto, QdqSummary]:
     """A copy of ``model`` with Q/DQ nodes, and what was done.
 
@@ -194,6 +199,8 @@ def build_qdq(
     op types kept in float; ``keep_float`` node ids kept in float by mixed precision.
     ``scales`` gives float32 activation scales to write as they are, bit for bit, instead
     of ``amax / 127`` (a calibration cache's own numbers); ``amax`` must still hold those tensors.
+    Every scale is rounded to the type ``high_precision`` (fp32, fp16, bf16) will store it in, so
+    :func:`writers.precision.lower_precision` converts them exactly; the model is still float32.
     """
     scales = scales or {}
     try:
@@ -288,7 +295,8 @@ def build_qdq(
         if key not in replaced:
             if kind == "act":
                 value = scales[tensor] if tensor in scales else amax[tensor] / 127.0
-                scale = numpy_helper.from_array(np.array(value, np.float32), fresh(f"{tensor}_scale"))
+                value = scale_values(np.array(value, np.float32), high_precision)
+                scale = numpy_helper.from_array(value, fresh(f"{tensor}_scale"))
                 zp = scalar_zero
                 q_out, dq_out = fresh(f"{tensor}_QuantizeLinear"), fresh(f"{tensor}_DequantizeLinear")
                 pair = [
@@ -299,7 +307,7 @@ def build_qdq(
                 (after.setdefault(tensor, []) if tensor in producer else head).extend(pair)
                 summary.activations.append(tensor)
             else:
-                q, s = quantize_per_channel(constants[tensor], axis)
+                q, s = quantize_per_channel(constants[tensor], axis, high_precision)
                 qw = numpy_helper.from_array(q, fresh(f"{tensor}_int8"))
                 scale = numpy_helper.from_array(s if axis is not None else s.reshape(()), fresh(f"{tensor}_scale"))
                 zp = scalar_zero if axis is None else numpy_helper.from_array(np.zeros(s.size, np.int8), fresh(f"{tensor}_zero_point"))
