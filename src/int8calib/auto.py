@@ -234,6 +234,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
 def _float_pass(proto, batches, providers, correct: bool, lowering):
     """The bias-correction shifts (None without ``correct``) and, in the same run of the float model
     on ``batches``, the ranges ``lowering``'s FP16 rules lack (into ``lowering.ranges``)."""
+    from .passes import measure_shifts
     from .writers.precision import unranged_tensors
 
     unranged = unranged_tensors(proto, lowering) if lowering is not None else []

@@ -142,6 +142,7 @@ def _qdq_model(path: Path) -> Inspection:
     from onnx import numpy_helper
 
     from .runner.model import load_model
+    from .writers.precision import describe_precision, model_precision
 
     model = load_model(path, load_external_data=True)
     graph = model.graph
@@ -169,5 +170,6 @@ def _qdq_model(path: Path) -> Inspection:
         "QuantizeLinear": len(qs), "DequantizeLinear": len(dqs), "Q/DQ pairs": pairs,
         "quantized tensors": len({r[0] for r in rows}),
         "biases corrected": _bias_correction(record),
+        "float computation": describe_precision(model_precision(model, record)),
     }
     return Inspection(path, "qdq-model", summary, ("tensor", "scales", "max scale", "amax"), rows, record)

@@ -391,6 +391,14 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)
     _drop_unread(graph)
+    # A constant now read only in the low type keeps its own name (weights stay recognisable).
+    names = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+    back = {copy: orig for orig, copy in low_copies.items() if orig not in names}
+    for init in graph.initializer:
+        init.name = back.get(init.name, init.name)
+    for node in graph.node:
+        for i, t in enumerate(node.input):
+            node.input[i] = back.get(t, t)
     del graph.value_info[:]  # float32 types recorded before the rewrite are stale
     return model, summary
 
@@ -454,3 +462,25 @@ def unranged_tensors(model: onnx.ModelProto, options: PrecisionOptions) -> list[
     if options.high_precision != "fp16":
         return []
     return [t for t in calibratable_tensors(model) if t not in options.ranges]
+
+
+def model_precision(model: onnx.ModelProto, record: dict | None = None) -> PrecisionSummary:
+    """How ``model`` types its float computation: from its int8calib record when it has one (the kept
+    nodes' reasons), else read off the graph (the type of its Q/DQ scales, its FP32 compute nodes)."""
+    if record and record.get("precision"):
+        return PrecisionSummary.from_dict(record["precision"])
+    scale_types = {i.data_type for i in model.graph.initializer
+                   if i.name in {n.input[1] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}}
+    low = next((name for name, t in LOW_TYPES.items() if t in scale_types), "fp32")
+    summary = PrecisionSummary(low)
+    if low != "fp32":
+        summary.fp32_nodes = {n: "float32 in the graph (no int8calib record of why)" for n in float32_compute_nodes(model)}
+    return summary
+
+
+def describe_precision(summary: PrecisionSummary) -> str:
+    """One line: ``INT8 + FP16; FP32 kept: a (why), b (why)``."""
+    if summary.precision == "fp32":
+        return "INT8 + FP32 (every float computation in FP32)"
+    kept = "; ".join(f"{node} ({why})" for node, why in summary.fp32_nodes.items())
+    return f"INT8 + {summary.precision.upper()}; FP32 kept: " + (f"{len(summary.fp32_nodes)} node(s): {kept}" if kept else "none")
