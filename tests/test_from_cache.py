@@ -19,9 +19,9 @@ import int8calib
 from int8calib.cli import main
 from int8calib.errors import Int8CalibError
 from int8calib.evaluate import evaluate
-from int8calib.fromcache import needed_tensors, quantize_from_cache
-from int8calib.rangecompare import compare_ranges
-from int8calib.rangefiles import match_names
+from int8calib.cachefiles.to_qdq import needed_tensors, quantize_from_cache
+from int8calib.cachefiles.compare import compare_ranges
+from int8calib.cachefiles.read import match_names
 from int8calib.routes import next_steps
 from int8calib.runner import calibratable_tensors
 from int8calib.writers.cache import write_cache

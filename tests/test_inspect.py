@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from int8calib.cli import main
-from int8calib.inspection import inspect
+from int8calib.cachefiles.inspect import inspect
 from int8calib.writers.provenance import metadata_props
 from trust_helpers import make_images, make_model, write_spec
 

@@ -70,11 +70,14 @@ def test_progress_bars_only_on_a_terminal_and_not_when_quiet(monkeypatch):
 COLLECTION_IMPORTS = {"sources", "batching", "runner", "stats", "methods", "util", "errors", "collection"}
 
 
-def _int8calib_imports(path):
-    """Every int8calib module ``path`` imports, at any depth (functions, TYPE_CHECKING blocks too)."""
+def _int8calib_imports(path, root=None):
+    """Every int8calib module ``path`` imports, at any depth (functions, TYPE_CHECKING blocks too).
+
+    ``root`` is the folder holding the ``int8calib`` package (default: ``path``'s grandparent)."""
     import ast
 
-    package = "int8calib." + ".".join(path.relative_to(path.parents[1]).with_suffix("").parts[:-1])
+    parts = path.relative_to(root or path.parents[1]).with_suffix("").parts
+    package = ".".join(parts[:-1]) if root else "int8calib." + ".".join(parts[:-1])
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -111,3 +114,66 @@ def test_collection_modules_import_first_without_the_calibrator(module):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def _import_graph(root):
+    """{module: the package modules it imports anywhere in its source}, for the package under ``root``."""
+    modules = {}
+    for path in sorted((root / "int8calib").rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _int8calib_imports(path, root):
+            while imported not in modules:  # `from .x import f` names f; the module is x
+                imported = imported.rpartition(".")[0]
+            targets.add(imported)
+        graph[name] = targets - {name}
+    return graph
+
+
+def _a_cycle(graph):
+    """One import cycle as a list of modules (first == last), or None."""
+    state, path = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[module] = "done"
+        path.pop()
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    """No module imports one that imports it back, at any depth: lazy imports in functions count too."""
+    from pathlib import Path
+
+    import int8calib
+
+    root = Path(int8calib.__file__).parents[1]
+    graph = _import_graph(root)
+    assert {"int8calib.api", "int8calib.cachefiles.to_qdq", "int8calib.cli.inspect"} <= set(graph)
+    assert "int8calib.cachefiles.read" in graph["int8calib.cachefiles.to_qdq"]  # edges resolve to modules
+    cycle = _a_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_cycle_check_sees_a_lazy_cycle(tmp_path):
+    package = tmp_path / "int8calib"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from .b import g\n")
+    (package / "a.py").write_text("from .sub import g\n")
+    (package / "sub" / "b.py").write_text("def g():\n    from ..a import f\n")
+    assert _a_cycle(_import_graph(tmp_path)) == ["int8calib.a", "int8calib.sub", "int8calib.sub.b", "int8calib.a"]

@@ -11,7 +11,6 @@ from .auto import (  # noqa: F401 (AUTO_CANDIDATES, auto_candidate, default_meth
     cross_validate, default_method, held_out_loader, model_inputs_of,
 )
 from .errors import Int8CalibError
-from .fromcache import evaluate_cache, quantize_from_cache  # noqa: F401 (API: calibration cache -> Q/DQ model)
 from .methods import available, compute_all, get as get_method
 from .result import CalibrationResult
 from .stats import Statistics, load as load_statistics, save as save_statistics

@@ -32,12 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_output_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("output")
-    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
-    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so it unwinds like Ctrl-C (temporary files removed)."""
 

@@ -36,7 +36,7 @@ def register(sub) -> None:
     engine.add_argument("--cuda-backend", choices=("cuda", "cupy", "torch"),
                         help="how calibration batches reach the GPU (default: the first installed)")
 
-    from . import add_output_options
+    from .options import add_output_options
 
     add_output_options(p)
     p.set_defaults(run=run_build)

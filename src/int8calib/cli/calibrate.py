@@ -93,7 +93,7 @@ def register(sub) -> None:
 
     add_collection_options(p)
 
-    from . import add_output_options
+    from .options import add_output_options
 
     add_output_options(p)
     p.set_defaults(run=run_calibrate)
@@ -204,9 +204,9 @@ def _log_next_steps(model, cache, qdq) -> None:
 
 
 def _run_from_cache(args: argparse.Namespace, data) -> int:
-    """``--from-cache FILE --qdq OUT``: the cache's ranges as a Q/DQ model (fromcache.quantize_from_cache)."""
+    """``--from-cache FILE --qdq OUT``: the cache's ranges as a Q/DQ model (cachefiles.to_qdq.quantize_from_cache)."""
     from ..errors import Int8CalibError
-    from ..fromcache import quantize_from_cache
+    from ..cachefiles.to_qdq import quantize_from_cache
 
     clashes = [
         opt for opt, value in (

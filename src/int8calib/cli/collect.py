@@ -42,7 +42,7 @@ def register(sub) -> None:
     add_batch_axis_option(p)
     add_collection_options(p)
 
-    from . import add_output_options
+    from .options import add_output_options
 
     add_output_options(p)
     p.set_defaults(run=run_collect)

@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="int8calib-demo", help="output folder (default ./int8calib-demo)")
     p.add_argument("--method", default="auto", help="calibration method (default auto; the demo also shows TensorRT's entropy2)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
-    from . import add_output_options
+    from .options import add_output_options
 
     add_output_options(p)
     p.set_defaults(run=run_demo)

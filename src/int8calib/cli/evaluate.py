@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
 
-    from . import add_output_options
+    from .options import add_output_options
 
     add_output_options(p)
     p.set_defaults(run=run_evaluate)
@@ -91,7 +91,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import sys
 
     from ..evaluate import evaluate
-    from ..fromcache import evaluate_cache
+    from ..cachefiles.to_qdq import evaluate_cache
     from .options import batch_axes_from_args
 
     common = (

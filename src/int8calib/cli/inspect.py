@@ -19,18 +19,18 @@ def register(sub) -> None:
                    "per tensor, worst first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    from . import add_output_options
+    from .options import add_output_options
 
     add_output_options(p)
     p.set_defaults(run=run_inspect)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ..inspection import inspect
+    from ..cachefiles.inspect import inspect
 
     if args.compare is not None:
         from ..errors import Int8CalibError
-        from ..rangecompare import compare_ranges
+        from ..cachefiles.compare import compare_ranges
 
         if args.model is not None:
             raise Int8CalibError("--compare and --model do not go together")

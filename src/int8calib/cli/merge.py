@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="merged statistics file to write (.npz)")
     p.add_argument("--allow-partial", action="store_true", help="merge even when some shards K/N are missing")
 
-    from . import add_output_options
+    from .options import add_output_options
 
     add_output_options(p)
     p.set_defaults(run=run_merge)

@@ -1,10 +1,16 @@
-"""Options shared by the commands that read data."""
+"""Options shared by the commands: output verbosity, and the data options of those that read data."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..errors import Int8CalibError
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
 
 
 def add_data_loader_script_option(group) -> None:

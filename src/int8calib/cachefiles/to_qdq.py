@@ -20,16 +20,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .errors import Int8CalibError
-from .rangefiles import RangeFile, RangeMatch, check_not_stale, describe, match_names, model_names, read_range_file
-from .util.log import logger
+from ..errors import Int8CalibError
+from ..util.log import logger
+from .read import RangeFile, RangeMatch, check_not_stale, describe, match_names, model_names, read_range_file
 
 if TYPE_CHECKING:
     import onnx
 
-    from .evaluate import Evaluation
-    from .writers.precision import PrecisionOptions, PrecisionSummary
-    from .writers.qdq import QdqSummary
+    from ..evaluate import Evaluation
+    from ..writers.precision import PrecisionOptions, PrecisionSummary
+    from ..writers.qdq import QdqSummary
 
 MISSING = ("fail", "float", "calibrate")
 
@@ -50,7 +50,7 @@ class CacheImport:
 
 def needed_tensors(model: "onnx.ModelProto", exclude_nodes: str | None = None, exclude_op_types: Sequence[str] = ()) -> list[str]:
     """The activations the Q/DQ writer quantizes when every one has a range: its own placement, not a copy of it."""
-    from .writers.qdq import activation_tensors, build_qdq
+    from ..writers.qdq import activation_tensors, build_qdq
 
     _, summary = build_qdq(model, dict.fromkeys(activation_tensors(model), 1.0), exclude_nodes, exclude_op_types)
     return summary.activations
@@ -76,10 +76,10 @@ def quantize_from_cache(
     ``lowering`` types its float computation (default: float16, :mod:`int8calib.writers.precision`);
     its FP16 rules read the file's ranges (a cache holds every tensor TensorRT calibrated), so the
     scales are rounded to float16 too: ``--high-precision fp32`` keeps them bit for bit."""
-    from .runner.model import load_model
-    from .passes import quantized_model
-    from .writers.precision import PrecisionOptions
-    from .writers.qdq import write_model
+    from ..passes import quantized_model
+    from ..runner.model import load_model
+    from ..writers.precision import PrecisionOptions
+    from ..writers.qdq import write_model
 
     if missing not in MISSING:
         raise Int8CalibError(f"--missing-ranges must be one of {', '.join(MISSING)}, got {missing!r}")
@@ -115,7 +115,7 @@ def quantize_from_cache(
             "--missing-ranges float keeps their layers in float, calibrate computes them from --data"
         )
     if result.missing and missing == "calibrate":
-        from .api import calibrate
+        from ..api import calibrate
 
         logger.info("calibrating the %d missing tensor(s) on --data with %s", len(result.missing), method)
         run = calibrate(model, data, preprocess, method, batch_size, tensors=result.missing, providers=providers, **method_params)
@@ -136,7 +136,7 @@ def quantize_from_cache(
 def evaluate_cache(fp32: "str | Path", ranges_file: "str | Path", data, *args, missing: str = "fail", **options) -> "Evaluation":
     """``evaluate`` of the Q/DQ model :func:`quantize_from_cache` would write, built in memory;
     the other arguments are :func:`int8calib.evaluate.evaluate`'s."""
-    from .evaluate import evaluate
+    from ..evaluate import evaluate
 
     if missing == "calibrate":
         raise Int8CalibError("evaluate takes --missing-ranges fail or float (calibrating needs calibration data)")

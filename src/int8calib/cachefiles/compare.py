@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .rangefiles import REFORMAT, RangeFile, read_range_file
+from .read import REFORMAT, RangeFile, read_range_file
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .errors import CacheFormatError, Int8CalibError
+from ..errors import CacheFormatError, Int8CalibError
 
 REFORMAT = re.compile(r"^(?P<base>.+?) (?:output to be reformatted|output reformatter) \d+$")
 UNNAMED = re.compile(r"^\(Unnamed Layer\* \d+\) \[(?P<type>[^\]]+)\]_output$")
@@ -57,7 +57,7 @@ def read_range_file(path: "str | Path") -> RangeFile:
         raise Int8CalibError(f"{path}: a directory, not a calibration cache, ranges JSON or Q/DQ model")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        from .writers.ranges import read_ranges
+        from ..writers.ranges import read_ranges
 
         return RangeFile(path, "ranges", {n: _f32(a / 127.0) for n, a in read_ranges(path).items()})
     if suffix == ".onnx":
@@ -72,7 +72,7 @@ def _f32(x: float) -> float:
 
 
 def _cache_scales(path: Path) -> RangeFile:
-    from .writers.cache import read_cache, scale_to_hex
+    from ..writers.cache import read_cache, scale_to_hex
 
     cache = read_cache(path)  # header, hex, duplicates, UTF-8: errors name the line
     text = path.read_bytes()
@@ -92,7 +92,7 @@ def _qdq_scales(path: Path) -> RangeFile:
     import numpy as np
     from onnx import numpy_helper
 
-    from .runner.model import load_model
+    from ..runner.model import load_model
 
     graph = load_model(path).graph
     consts = {t.name: t for t in graph.initializer}
@@ -180,8 +180,8 @@ def model_names(model) -> tuple[list[str], set[str]]:
 
 def check_not_stale(path: "str | Path", model: "str | Path") -> None:
     """An int8calib file whose sidecar says it was written for another model, or was edited, is stale."""
-    from .runner.model import model_fingerprint
-    from .writers.provenance import read_sidecar, sha256_bytes, sidecar_path
+    from ..runner.model import model_fingerprint
+    from ..writers.provenance import read_sidecar, sha256_bytes, sidecar_path
 
     path = Path(path)
     record = read_sidecar(path)

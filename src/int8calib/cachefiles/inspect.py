@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Int8CalibError
-from .writers.provenance import model_record, read_sidecar, sha256_bytes, sidecar_path
+from ..errors import Int8CalibError
+from ..writers.provenance import model_record, read_sidecar, sha256_bytes, sidecar_path
 
 
 @dataclass
@@ -69,7 +69,7 @@ def inspect(path: str | Path, model: str | Path | None = None) -> Inspection:
     suffix = path.suffix.lower()
     result = _statistics(path) if suffix == ".npz" else _qdq_model(path) if suffix == ".onnx" else _cache(path)
     if model is not None:
-        from .runner.model import calibratable_tensors, load_model
+        from ..runner.model import calibratable_tensors, load_model
 
         expected = calibratable_tensors(load_model(model, load_external_data=False))
         have = [r[0] for r in result.rows]
@@ -84,7 +84,7 @@ def inspect(path: str | Path, model: str | Path | None = None) -> Inspection:
 
 
 def _cache(path: Path) -> Inspection:
-    from .writers.cache import read_cache
+    from ..writers.cache import read_cache
 
     cache = read_cache(path)
     data = path.read_bytes()
@@ -113,7 +113,7 @@ def _trt_version(number: int) -> str:
 
 
 def _statistics(path: Path) -> Inspection:
-    from .stats import load
+    from ..stats import load
 
     stats = load(path)
     meta = dict(stats.meta)
@@ -141,8 +141,8 @@ def _qdq_model(path: Path) -> Inspection:
     import onnx
     from onnx import numpy_helper
 
-    from .runner.model import load_model
-    from .writers.precision import describe_precision, model_precision
+    from ..runner.model import load_model
+    from ..writers.precision import describe_precision, model_precision
 
     model = load_model(path, load_external_data=True)
     graph = model.graph
