@@ -309,10 +309,11 @@ def export_model(
     import onnx
 
     from .runner import load_model
+    from .runner.model import uses_external_data
     from .writers.provenance import metadata_props
     from .writers.qdq import insert_qdq, write_model
 
-    proto = load_model(model)
+    proto = load_model(model, load_external_data=False)  # weights mapped where they lie
     mixed = None
     if accuracy_budget is not None or min_sqnr is not None:
         from .evaluate.mixed import choose_float_layers
@@ -351,7 +352,7 @@ def export_model(
             onnx.helper.set_model_props(written, metadata_props(record))
         else:
             written = insert_qdq(proto, amax, precision=precision)
-        write_model(path, written)
+        write_model(path, written, external_data=uses_external_data(proto))
         logger.info("wrote the %s model %s", precision, path)
     return mixed
 
@@ -379,7 +380,7 @@ def _float_pass(model, data, preprocess, batch_size: int, providers, batch_axes,
     from .passes import measure_shifts, spread
     from .runner import load_model
 
-    proto = load_model(model)
+    proto = load_model(model, load_external_data=False)
     unranged = unranged_tensors(proto, lowering)
     if not correct and not unranged:
         return None

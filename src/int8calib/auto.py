@@ -145,7 +145,7 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
         start = time.perf_counter()
         candidates[label] = compute_ranges(name, stats, **params)
         seconds[label] = time.perf_counter() - start
-    proto = load_model(source)
+    proto = load_model(source, load_external_data=False)
     loader = held_out_loader(proto, holdout, pre, batch_size, batch_axes)
     batches = list(loader)  # few samples: kept preprocessed for every use below
     shifts = _float_pass(proto, batches, providers, correct, lowering)
@@ -205,7 +205,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     if len(parts) < 2:
         raise Int8CalibError("no calibration sample could be loaded" if not parts else
                              "--method auto: only one fold of samples could be loaded; give more readable samples")
-    proto = load_model(model)
+    proto = load_model(model, load_external_data=False)
     shifts = _float_pass(proto, [b for batches in parts for b in batches], providers, correct, lowering)
 
     seconds: dict[str, float] = {}

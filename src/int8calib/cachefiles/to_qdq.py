@@ -77,7 +77,7 @@ def quantize_from_cache(
     its FP16 rules read the file's ranges (a cache holds every tensor TensorRT calibrated), so the
     scales are rounded to float16 too: ``--high-precision fp32`` keeps them bit for bit."""
     from ..passes import quantized_model
-    from ..runner.model import load_model
+    from ..runner.model import load_model, uses_external_data
     from ..writers.precision import PrecisionOptions
     from ..writers.qdq import write_model
 
@@ -91,7 +91,7 @@ def quantize_from_cache(
     if source.kind == "qdq-model":
         raise Int8CalibError(f"{ranges_file}: already a Q/DQ model; --from-cache takes a calibration cache or ranges JSON")
     check_not_stale(ranges_file, model)
-    proto = load_model(model)
+    proto = load_model(model, load_external_data=False)
     tensors, constants = model_names(proto)
     match = match_names(source.scales, tensors, constants)
     if not match.scales:
@@ -128,7 +128,7 @@ def quantize_from_cache(
     result.summary.log()
     result.precision.log()
     if qdq is not None:
-        write_model(qdq, result.model)
+        write_model(qdq, result.model, external_data=uses_external_data(proto))
         logger.info("wrote the int8 model %s with the scales of %s", qdq, ranges_file)
     return result
 

@@ -20,6 +20,7 @@ Only float biases change; weights and scales are those of the uncorrected model.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -27,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..runner.model import spill_tensor
 from ..util.log import logger, progress
 from ..writers.qdq import _Names, _constants, _drop_unused_initializers, node_id, quantize_per_channel, weight_axis
 
@@ -89,10 +91,13 @@ def weight_error(node: onnx.NodeProto, w: np.ndarray, high_precision: str = "fp3
     return (q.astype(np.float32) * s.reshape(shape) - w).astype(np.float32)
 
 
-def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_precision: str = "fp32") -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
+def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_precision: str = "fp32",
+                spill: str | None = None) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
     """A copy of the float ``model`` with a twin per layer computing ``layer(x, Wq - W)``, averaged
     over every axis but the batch (0) and the channel: ``{node id: (mean [rows, C] output, shape of
-    the averaged view [rows, C, P] or [rows, P, C] output, the view's positions axis)}``."""
+    the averaged view [rows, C, P] or [rows, P, C] output, the view's positions axis)}``.
+    With ``spill`` (a folder), the weight errors of weights that stay in external data files go to
+    files there and are mapped, so the twins of a model over 2 GB do not hold a second copy in RAM."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -102,7 +107,11 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_p
     outputs: dict[str, tuple[str, str, int]] = {}
     for node in layers:
         nid = node_id(node)
-        dw = numpy_helper.from_array(weight_error(node, constants[node.input[1]], high_precision), fresh(f"{nid}_weight_error"))
+        w = constants[node.input[1]]
+        error = weight_error(node, w, high_precision)
+        name = fresh(f"{nid}_weight_error")
+        dw = spill_tensor(error, name, spill) if spill is not None and isinstance(w, np.memmap) else numpy_helper.from_array(error, name)
+        del error
         graph.initializer.append(dw)
         attrs = [a for a in node.attribute if not (node.op_type == "Gemm" and a.name == "beta")]
         twin_out = fresh(f"{nid}_weight_error_out")
@@ -154,13 +163,18 @@ def measure_shifts(
     on ``loader``'s first ``max_samples`` samples, each position of each sample weighted alike,
     for weight scales rounded to ``high_precision``'s type. The same run records max |x| of the
     float tensors ``ranges_of`` (what the FP16 rules of writers.precision need beyond the statistics)."""
-    from ..runner import ActivationRunner
-
     layers = correctable_layers(model, nodes)
     result = BiasShifts(high_precision=high_precision)
     if not layers and not ranges_of:
         return result
-    twins, names = shift_model(model, layers, high_precision)
+    with tempfile.TemporaryDirectory(prefix="int8calib-shifts-") as spill:
+        return _measure(model, loader, providers, layers, max_samples, high_precision, ranges_of, spill, result)
+
+
+def _measure(model, loader, providers, layers, max_samples, high_precision, ranges_of, spill, result) -> BiasShifts:
+    from ..runner import ActivationRunner
+
+    twins, names = shift_model(model, layers, high_precision, spill)
     ranges_of = list(dict.fromkeys(ranges_of))
     runner = ActivationRunner(twins, providers, [t for mean, shape, _ in names.values() for t in (mean, shape)] + ranges_of)
     top = dict.fromkeys(ranges_of, 0.0)

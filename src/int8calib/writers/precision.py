@@ -41,11 +41,16 @@ from .float_types import (  # noqa: F401 (re-exported: the precision API)
     DEFAULT_HIGH_PRECISION, FP16_MAX, FP16_MIN_NORMAL, FP16_RANGE_LIMIT, HIGH_PRECISIONS, LOW_TYPES,
     check_high_precision, round_to, scale_values, tensor_of,
 )
+from ..runner.model import tensor_array
 from .qdq import _Names
 
 LOW_OPSET = 19  # float16 / bfloat16 scales of QuantizeLinear / DequantizeLinear
 
 _SUBGRAPH_OPS = ("If", "Loop", "Scan")
+_SMALL_CONSTANT = 64  # constants of at most this many values are epsilons, bounds, scalars
+# ... except the parameters of these layers (a dead channel's bias of 1e-37 is no epsilon)
+_PARAMETRIC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
+                   "LayerNormalization", "GroupNormalization")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -162,22 +167,32 @@ class _Schemas:
 
 
 def _float_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Float32 initializers (in memory) and Constant-node values by tensor name."""
     out = {}
     for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT and init.data_location != TensorProto.EXTERNAL:
             out[init.name] = numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value" \
+                and node.attribute[0].t.data_type == TensorProto.FLOAT:
+            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     return out
 
 
-def _constant_problem(values: np.ndarray, precision: str) -> str | None:
-    """Why FP16 cannot hold a constant (None: it can)."""
+def _constant_problem(values: np.ndarray, precision: str, epsilons: bool = True) -> str | None:
+    """Why FP16 cannot hold a constant (None: it can): a value beyond its range (AutoCast's
+    ``init_max`` rule), or, in a small constant (an epsilon, a clamp bound), a non-zero value FP16
+    rounds to zero, which would turn ``x / max(n, eps)`` into a division by zero."""
     if precision != "fp16" or values.size == 0:
         return None
-    top = float(np.abs(values).max())
+    magnitudes = np.abs(values.astype(np.float32, copy=False))
+    top = float(magnitudes.max())
     if top > FP16_MAX:
         return f"constant with |value| up to {top:.3g}, beyond FP16's {FP16_MAX:g}"
-    if 0 < top < FP16_MIN_NORMAL and values.size <= 64:
-        return f"constant of {top:.3g}, below FP16's normal range (2^-14)"
+    if epsilons and values.size <= _SMALL_CONSTANT:
+        nonzero = magnitudes[magnitudes > 0]
+        if nonzero.size and (nonzero.astype(np.float16) == 0).any():
+            return f"constant {float(nonzero.min()):.3g} would be 0 in FP16"
     return None
 
 
@@ -243,13 +258,26 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
             if is_float(name) and formal is not None and "tensor(float)" in schemas.allowed(schema, formal) \
                     and len(schemas.allowed(schema, formal)) > 1 and wanted not in schemas.allowed(schema, formal):
                 return f"{node.op_type} has no {precision} form"
-        if precision != "fp16" or node.op_type in _QDQ:
-            return None  # bf16 has float32's range; Q/DQ ranges are their scales'
-        for name in node.input:
-            if name in constants:
-                problem = _constant_problem(constants[name], precision)
-                if problem:
-                    return problem
+        if precision != "fp16":
+            return None  # bf16 has float32's range
+        if node.op_type == "DequantizeLinear":
+            return None  # an activation's follows its QuantizeLinear, a weight's its reader
+        if node.op_type == "QuantizeLinear":
+            # the pair's output reaches 127 x scale, its input the observed range
+            scale = constants.get(node.input[1])
+            top = max(float(np.abs(scale).max()) * 127 if scale is not None else 0.0, observed(node.input[0]) or 0.0)
+            if not math.isfinite(top) or top > range_limit:
+                return f"'{node.input[0]}' quantized over +-{top:.4g}, near or beyond FP16's {FP16_MAX:g}"
+            if scale is not None and float(np.abs(scale).min()) < FP16_MIN_NORMAL:
+                return f"scale {float(np.abs(scale).min()):.3g} below FP16's normal range"
+            return None
+        values = [constants[name] for name in node.input if name in constants]
+        values += [numpy_helper.to_array(a.t) for a in node.attribute
+                   if node.op_type == "ConstantOfShape" and a.name == "value" and a.t.data_type == TensorProto.FLOAT]
+        for value in values:
+            problem = _constant_problem(value, precision, epsilons=node.op_type not in _PARAMETRIC_OPS)
+            if problem:
+                return problem
         for name in list(node.output) + [i for i in node.input if i not in constants]:
             top = observed(name) if is_float(name) else None
             if top is None:
@@ -268,10 +296,6 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
         if node.op_type == "Constant":
             continue  # its value follows its readers (step 2)
         why = why_fp32(node)
-        if why is None and node.op_type == "QuantizeLinear":
-            scale = constants.get(node.input[1])
-            if scale is not None and precision == "fp16" and float(scale.min()) < FP16_MIN_NORMAL:
-                why = f"scale {float(scale.min()):.3g} below FP16's normal range"
         low[k] = why is None
         if why:
             summary.fp32_nodes[node_id(node)] = why
@@ -315,7 +339,7 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
             else:
                 values = constants.get(name)
                 if values is None:  # external data: read it now
-                    values = numpy_helper.to_array(initializers[name])
+                    values = tensor_array(initializers[name])
             copy = fresh(f"{name}_{precision}")
             new_inits.append(tensor_of(values, copy, precision))
             low_copies[name] = copy
@@ -366,20 +390,20 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
             if is_float(o):
                 dtype_of[o] = target
 
-    # Constant nodes nothing reads in float32 any more, and initializers likewise, go.
     # Graph outputs keep float32 (or take the low type): a Cast under the output's own name.
+    io_type = TensorProto.FLOAT if keep_io_types else low_type
     for vi in graph.output:
         name = vi.name
-        if not is_float(name) or dtype_of.get(name, TensorProto.FLOAT) == (TensorProto.FLOAT if keep_io_types else low_type):
+        if not is_float(name) or name in inputs:
             continue
-        if not keep_io_types:
-            vi.type.tensor_type.elem_type = dtype_of[name]
+        have = dtype_of.get(name, TensorProto.FLOAT)
+        vi.type.tensor_type.elem_type = io_type
+        if have == io_type:
             continue
-        inner = fresh(f"{name}_{precision}")
+        inner = fresh(f"{name}_{'fp32' if have == TensorProto.FLOAT else precision}")
         _rename(graph, name, inner)
-        dtype_of[inner] = dtype_of[name]
-        cast_nodes.setdefault(inner, []).append(
-            helper.make_node("Cast", [inner], [name], fresh(f"{name}_Cast"), to=TensorProto.FLOAT))
+        dtype_of[inner] = have
+        cast_nodes.setdefault(inner, []).append(helper.make_node("Cast", [inner], [name], fresh(f"{name}_Cast"), to=io_type))
         summary.casts += 1
 
     nodes = list(head)
@@ -484,3 +508,13 @@ def describe_precision(summary: PrecisionSummary) -> str:
         return "INT8 + FP32 (every float computation in FP32)"
     kept = "; ".join(f"{node} ({why})" for node, why in summary.fp32_nodes.items())
     return f"INT8 + {summary.precision.upper()}; FP32 kept: " + (f"{len(summary.fp32_nodes)} node(s): {kept}" if kept else "none")
+
+
+def cast_source(name: str, producer: Mapping[str, onnx.NodeProto]) -> str:
+    """The tensor ``name`` is a type cast of, when :func:`lower_precision` added that Cast (graph
+    inputs, FP32 islands): what a Q/DQ pair quantizes, by the float model's name."""
+    node = producer.get(name)
+    while node is not None and node.op_type == "Cast" and name.startswith(node.input[0] + "_cast_"):
+        name = node.input[0]
+        node = producer.get(name)
+    return name

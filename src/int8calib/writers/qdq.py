@@ -40,6 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import Int8CalibError
 from ..util.atomic import write_bytes
 from ..util.log import logger
+from ..runner.model import FOLDER_KEY, tensor_array
 from .float_types import scale_values
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -138,7 +139,7 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     out = {}
     for init in graph.initializer:
         if init.name not in fed and init.data_type == TensorProto.FLOAT:
-            out[init.name] = numpy_helper.to_array(init)
+            out[init.name] = tensor_array(init)  # a memory map where the weights stay in an external file
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             value = numpy_helper.to_array(node.attribute[0].t)
@@ -376,13 +377,71 @@ def check(model: onnx.ModelProto) -> None:
         raise Int8CalibError(f"the written model fails the ONNX check: {str(exc).splitlines()[0]}") from None
 
 
-def write_model(path: str | Path, model: onnx.ModelProto) -> None:
-    """Check ``model`` and write it atomically (a single file: models over 2 GB are refused)."""
-    size = model.ByteSize()
-    if size > _PROTOBUF_LIMIT:
-        raise Int8CalibError(
-            f"{path}: the model is {size / 2**30:.1f} GiB, over protobuf's 2 GiB limit; "
-            "models with external data are not supported by --qdq yet"
-        )
+def write_model(path: str | Path, model: onnx.ModelProto, external_data: bool = False) -> None:
+    """Check ``model`` and write it atomically: one file, or the graph plus ``<name>.data`` beside it
+    when ``external_data`` is asked for (the source model had it), any weight still lies in an
+    external file or the model is over protobuf's 2 GB."""
+    from ..runner.model import uses_external_data
+
+    if not external_data and not uses_external_data(model) and model.ByteSize() <= _PROTOBUF_LIMIT:
+        check(model)
+        write_bytes(path, model.SerializeToString())
+        return
+    write_with_external_data(path, model)
+
+
+EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the graph (scales, zero points, shapes)
+_ALIGN = 4096  # tensor offsets on page boundaries, so readers can map them
+_CHUNK = 16 << 20
+
+
+def write_with_external_data(path: str | Path, model: onnx.ModelProto) -> None:
+    """The graph to ``path`` and every initializer of ``EXTERNAL_MIN_BYTES`` or more to ``<name>.data``,
+    streamed one tensor at a time: those still in the source model's data file are copied from it
+    in chunks, never loaded. ``model`` is changed in place (its tensors now refer to the new file).
+    The data file is written (atomically) before the graph, so the graph never names missing data."""
+    from onnx.external_data_helper import set_external_data
+
+    from ..util.atomic import atomic_open
+
+    path = Path(path)
+    data_name = path.name + ".data"
+    with atomic_open(path.with_name(data_name), "wb") as out:
+        for t in model.graph.initializer:
+            info = {e.key: e.value for e in t.external_data}
+            if t.data_location == TensorProto.EXTERNAL:
+                if FOLDER_KEY not in info:
+                    raise Int8CalibError(f"{path}: initializer '{t.name}' refers to external data of unknown origin")
+                source, start, length = Path(info[FOLDER_KEY]) / info["location"], int(info.get("offset", 0)), info.get("length")
+                length = int(length) if length is not None else source.stat().st_size - start
+                offset = _pad(out)
+                with open(source, "rb") as f:
+                    f.seek(start)
+                    left = length
+                    while left:
+                        chunk = f.read(min(_CHUNK, left))
+                        if not chunk:
+                            raise Int8CalibError(f"{source}: external data of '{t.name}' ends early")
+                        out.write(chunk)
+                        left -= len(chunk)
+            else:
+                data = numpy_helper.to_array(t)
+                if data.nbytes < EXTERNAL_MIN_BYTES or t.data_type == TensorProto.STRING:
+                    continue
+                offset, length = _pad(out), data.nbytes
+                out.write(np.ascontiguousarray(data).tobytes())
+                for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                    t.ClearField(name)
+            del t.external_data[:]
+            set_external_data(t, data_name, offset, length)
     check(model)
     write_bytes(path, model.SerializeToString())
+
+
+def _pad(f) -> int:
+    """Pad ``f`` to the next ``_ALIGN`` boundary; returns the offset."""
+    here = f.tell()
+    gap = -here % _ALIGN
+    if gap:
+        f.write(b"\0" * gap)
+    return here + gap
