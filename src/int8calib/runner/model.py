@@ -191,19 +191,29 @@ def tensor_array(t: TensorProto) -> np.ndarray:
     return mapped if mapped.nbytes >= 4096 else np.array(mapped)  # small ones: read (memmap scalars lose their shape)
 
 
+def refer_to_file(t: TensorProto, location: str, offset: int, length: int, folder: str | Path | None = None) -> None:
+    """Make ``t`` an external tensor at ``location`` (relative to the model, or to ``folder``, which
+    is then recorded under :data:`FOLDER_KEY`), dropping any values it held."""
+    for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+        t.ClearField(name)
+    del t.external_data[:]
+    t.data_location = TensorProto.EXTERNAL
+    entries = {"location": location, "offset": str(offset), "length": str(length)}
+    if folder is not None:
+        entries[FOLDER_KEY] = str(Path(folder).resolve())
+    for key, value in entries.items():
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+
+
 def spill_tensor(values: np.ndarray, name: str, folder: str | Path) -> TensorProto:
     """An initializer whose ``values`` are written to a file of their own in ``folder`` (which
     must outlive its use) and mapped from there, instead of being held in memory."""
-    from onnx.external_data_helper import set_external_data
-
     values = np.ascontiguousarray(values)
     filename = f"{len(list(Path(folder).iterdir()))}.bin"
     values.tofile(Path(folder) / filename)
-    t = onnx.helper.make_tensor(name, onnx.helper.np_dtype_to_tensor_dtype(values.dtype), values.shape, b"", raw=True)
-    t.ClearField("raw_data")
-    set_external_data(t, filename, 0, values.nbytes)
-    entry = t.external_data.add()
-    entry.key, entry.value = FOLDER_KEY, str(Path(folder).resolve())
+    t = TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype), dims=values.shape)
+    refer_to_file(t, filename, 0, values.nbytes, folder)
     return t
 
 

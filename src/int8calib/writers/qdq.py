@@ -369,8 +369,8 @@ def insert_qdq(
     return qdq
 
 
-def check(model: onnx.ModelProto) -> None:
-    """The full ONNX check (with shape inference); raises Int8CalibError on failure."""
+def check(model: "onnx.ModelProto | str") -> None:
+    """The full ONNX check (with shape inference) of a model or a model file; raises Int8CalibError on failure."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
@@ -400,8 +400,7 @@ def write_with_external_data(path: str | Path, model: onnx.ModelProto) -> None:
     streamed one tensor at a time: those still in the source model's data file are copied from it
     in chunks, never loaded. ``model`` is changed in place (its tensors now refer to the new file).
     The data file is written (atomically) before the graph, so the graph never names missing data."""
-    from onnx.external_data_helper import set_external_data
-
+    from ..runner.model import refer_to_file
     from ..util.atomic import atomic_open
 
     path = Path(path)
@@ -430,12 +429,10 @@ def write_with_external_data(path: str | Path, model: onnx.ModelProto) -> None:
                     continue
                 offset, length = _pad(out), data.nbytes
                 out.write(np.ascontiguousarray(data).tobytes())
-                for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-                    t.ClearField(name)
-            del t.external_data[:]
-            set_external_data(t, data_name, offset, length)
-    check(model)
-    write_bytes(path, model.SerializeToString())
+            refer_to_file(t, data_name, offset, length)
+    # onnx checks external tensors against their files, so the graph is checked where it will lie
+    with atomic_open(path, "wb", check=check) as out:
+        out.write(model.SerializeToString())
 
 
 def _pad(f) -> int:
