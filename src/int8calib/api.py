@@ -254,13 +254,6 @@ def calibrate(
     elif ranges is not None:
         for name, amax in result.by_method.items():
             write_ranges(method_path(ranges, name) if method == ALL else ranges, amax, _record(base, name, method_params))
-    if report is not None:
-        from .report import method_ranges, write_report
-
-        stats = result.statistics
-        chosen = "entropy2" if method == ALL else auto_candidate(result.chosen_method)[0] if auto else method
-        write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen,
-                     auto=result.auto.to_dict() if auto else None)
     if qdq is not None or budgeted:
         source = model if model is not None else result.statistics.meta.get("model") if result.statistics else None
         if source is None or not Path(source).is_file():
@@ -273,8 +266,16 @@ def calibrate(
         result.quantization = export_model(
             source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
             batch_size, providers, min_sqnr, output, batch_axes, shifts, _result_record(base, result, method, method_params),
-            lowering,
+            lowering, result,
         )
+    if report is not None:
+        from .report import method_ranges, write_report
+
+        stats = result.statistics
+        chosen = "entropy2" if method == ALL else auto_candidate(result.chosen_method)[0] if auto else method
+        write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen,
+                     auto=result.auto.to_dict() if auto else None,
+                     precision=result.precision.to_dict() if result.precision is not None else None)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -297,12 +298,14 @@ def export_model(
     shifts=None,
     record: dict | None = None,
     lowering: "PrecisionOptions | None" = None,
+    result: CalibrationResult | None = None,
 ):
     """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ, float computation typed by ``lowering``,
     default float16: :mod:`int8calib.writers.precision`); with a budget (``accuracy_budget``
     points of top-1 agreement or ``min_sqnr`` dB of ``output``'s SQNR), choose the layers kept in float.
     ``shifts`` (:class:`~int8calib.passes.BiasShifts`) corrects the Q/DQ model's biases; ``record``
-    (provenance) goes into the model's metadata, with what bias correction did.
+    (provenance) goes into the model's metadata, with what bias correction did; ``result.precision``
+    gets the written model's :class:`~int8calib.writers.precision.PrecisionSummary`.
 
     Returns the :class:`~int8calib.evaluate.mixed.MixedPrecision` decision, or None without a budget.
     """
@@ -349,6 +352,8 @@ def export_model(
             else:
                 record["bias_correction"] = None
             record["precision"] = built.precision.to_dict()
+            if result is not None:
+                result.precision = built.precision
             onnx.helper.set_model_props(written, metadata_props(record))
         else:
             written = insert_qdq(proto, amax, precision=precision)

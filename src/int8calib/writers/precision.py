@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -39,7 +38,7 @@ from ..errors import Int8CalibError
 from ..util.log import logger
 from .float_types import (  # noqa: F401 (re-exported: the precision API)
     DEFAULT_HIGH_PRECISION, FP16_MAX, FP16_MIN_NORMAL, FP16_RANGE_LIMIT, HIGH_PRECISIONS, LOW_TYPES,
-    check_high_precision, round_to, scale_values, tensor_of,
+    check_high_precision, tensor_of,
 )
 from ..runner.model import tensor_array
 from .qdq import _Names
@@ -82,7 +81,6 @@ class PrecisionSummary:
     low_nodes: int = 0  # float nodes computing in the low type
     fp32_nodes: dict[str, str] = field(default_factory=dict)  # node id -> why it stays FP32
     casts: int = 0  # Cast nodes added (graph edges and FP32 islands)
-    fp32_ops: dict[str, int] = field(default_factory=dict)  # op type -> FP32 compute nodes left
 
     def to_dict(self) -> dict:
         return {"high_precision": self.precision, "low_precision_nodes": self.low_nodes, "casts_added": self.casts,
@@ -300,14 +298,12 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
         if why:
             summary.fp32_nodes[node_id(node)] = why
     # An activation's DequantizeLinear has its QuantizeLinear's type (the pair shares a scale).
+    index = {id(n): k for k, n in enumerate(graph.node)}
     for k, node in enumerate(graph.node):
         if node.op_type == "DequantizeLinear" and node.input[0] in producer and producer[node.input[0]].op_type == "QuantizeLinear":
-            q = producer[node.input[0]]
-            qk = next(i for i, n in enumerate(graph.node) if n is q)
-            low[k] = low.get(qk, True)
+            low[k] = low.get(index[id(producer[node.input[0]])], True)
             summary.fp32_nodes.pop(node_id(node), None)
     # A weight's DequantizeLinear has its reader's type (a strongly typed layer's inputs agree).
-    index = {id(n): k for k, n in enumerate(graph.node)}
     for k, node in enumerate(graph.node):
         if node.op_type == "DequantizeLinear" and node.input[0] not in producer:
             readers = [index[id(c)] for c in consumers.get(node.output[0], [])]
@@ -384,8 +380,6 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
                 for a in node.attribute:
                     if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
                         a.t.CopyFrom(tensor_of(numpy_helper.to_array(a.t), a.t.name, precision))
-        else:
-            summary.fp32_ops[node.op_type] = summary.fp32_ops.get(node.op_type, 0) + 1
         for o in node.output:
             if is_float(o):
                 dtype_of[o] = target
@@ -466,11 +460,6 @@ def float32_compute_nodes(model: onnx.ModelProto) -> list[str]:
         if any(types.get(t) == TensorProto.FLOAT for t in node.output if t):
             out.append(node.name or node.output[0])
     return out
-
-
-def fp32_op_counts(model: onnx.ModelProto) -> Counter:
-    ids = set(float32_compute_nodes(model))
-    return Counter(n.op_type for n in model.graph.node if (n.name or n.output[0]) in ids)
 
 
 def observed_ranges(statistics) -> dict[str, float]:
