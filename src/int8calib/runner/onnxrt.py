@@ -95,6 +95,8 @@ class ActivationRunner:
         # made in memory (Q/DQ candidates, bias-correction twins) runs without its weights in RAM.
         self._external = external_arrays(proto)
         if self._external:
+            # pre-packing would copy every MatMul weight into ORT's own layout: a second copy in RAM
+            options.add_session_config_entry("session.disable_prepacking", "1")
             options.add_external_initializers(
                 list(self._external), [ort.OrtValue.ortvalue_from_numpy(a) for a in self._external.values()])
         # ONNX Runtime 1.32's Q/DQ fusions (on from ORT_ENABLE_BASIC up) compute INT8 + FP16 models
