@@ -372,7 +372,7 @@ def model_fingerprint(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _opset(model: onnx.ModelProto) -> int:
+def opset_of(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
@@ -408,7 +408,7 @@ def derivable_tensors(
     wanted = set(collected)
     graph = model.graph
     types = infer_types(model) if types is None else types
-    opset = _opset(model)
+    opset = opset_of(model)
     clips = [n for n in graph.node if n.op_type == "Clip" and n.domain in ("", "ai.onnx")]
     constants = _scalar_constants(model, {i for n in clips for i in n.input[1:] if i}) if opset >= 11 else {}
     derived: dict[str, tuple[str, float]] = {}

@@ -40,7 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import Int8CalibError
 from ..util.atomic import write_bytes
 from ..util.log import logger
-from ..runner.model import FOLDER_KEY, tensor_array
+from ..runner.model import FOLDER_KEY, opset_of, tensor_array
 from .float_types import scale_values
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -172,15 +172,16 @@ def activation_tensors(model: onnx.ModelProto) -> list[str]:
     return list(dict.fromkeys(n for n in names if n and n not in constants))
 
 
-def _check_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset >= MIN_OPSET:
+def at_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET, needs: str = "per-channel Q/DQ", hint: str = "") -> onnx.ModelProto:
+    """``model`` at opset >= ``minimum`` (``needs`` says why), converted with onnx's version converter if older."""
+    opset = opset_of(model)
+    if opset >= minimum:
         return model
     try:
-        return onnx.version_converter.convert_version(model, MIN_OPSET)
+        return onnx.version_converter.convert_version(model, minimum)
     except Exception as exc:  # the converter raises assorted errors for unsupported ops
         raise Int8CalibError(
-            f"the model uses opset {opset}; per-channel Q/DQ needs opset >= {MIN_OPSET} and converting failed ({exc})"
+            f"the model uses opset {opset}; {needs} needs opset >= {minimum} and converting failed ({exc}){hint}"
             .splitlines()[0]
         ) from None
 
@@ -210,7 +211,7 @@ def build_qdq(
         raise Int8CalibError(f"--exclude-nodes: invalid regular expression {exclude_nodes!r} ({exc})") from None
     skip_ops, keep = set(exclude_op_types), set(keep_float)
     out = onnx.ModelProto()
-    out.CopyFrom(_check_opset(model))
+    out.CopyFrom(at_opset(model))
     graph = out.graph
     constants = _constants(graph)
     producer = {o: n for n in graph.node for o in n.output}
