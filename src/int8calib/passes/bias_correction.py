@@ -88,7 +88,10 @@ def weight_error(node: onnx.NodeProto, w: np.ndarray, high_precision: str = "fp3
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    return (q.astype(np.float32) * s.reshape(shape) - w).astype(np.float32)
+    error = q.astype(np.float32)
+    error *= s.reshape(shape)
+    error -= w
+    return error
 
 
 def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_precision: str = "fp32",

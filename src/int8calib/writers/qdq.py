@@ -100,19 +100,23 @@ def quantize_per_channel(w: np.ndarray, axis: int | None, high_precision: str = 
     before the weights are rounded with them, so the int8 values fit the scales written.
     """
     w = np.asarray(w, dtype=np.float32)
+    # max |w| as max(max w, -min w), and the rounding in place: one float temporary the size of w
+    # (a weight of a model over 2 GB is a memory map read once here)
     if axis is None:
-        amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
+        amax = np.array(max(w.max(), -w.min()) if w.size else 0.0, dtype=np.float32)
     else:
         other = tuple(i for i in range(w.ndim) if i != axis)
-        amax = np.abs(w).max(axis=other).astype(np.float32)
+        amax = np.maximum(w.max(axis=other), -w.min(axis=other)).astype(np.float32)
     scale = (amax / np.float32(127)).astype(np.float32)
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
     scale = scale_values(scale, high_precision, weights=True)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-    return q, scale
+    q = w / scale.reshape(shape)
+    np.rint(q, out=q)
+    np.clip(q, -127, 127, out=q)
+    return q.astype(np.int8), scale
 
 
 class _Names:
