@@ -170,8 +170,41 @@ def measure_shifts(
     result = BiasShifts(high_precision=high_precision)
     if not layers and not ranges_of:
         return result
-    with tempfile.TemporaryDirectory(prefix="int8calib-shifts-") as spill:
-        return _measure(model, loader, providers, layers, max_samples, high_precision, ranges_of, spill, result)
+    groups = _groups(model, layers)
+    if len(groups) > 1:
+        logger.info("bias correction: the weight errors of %d layers measured in %d runs of at most %.1f GB each",
+                    len(layers), len(groups), SHIFT_GROUP_BYTES / 1e9)
+    for k, group in enumerate(groups):
+        with tempfile.TemporaryDirectory(prefix="int8calib-shifts-") as spill:
+            part = _measure(model, loader, providers, group, max_samples, high_precision, ranges_of if k == 0 else (),
+                            spill, BiasShifts(high_precision=high_precision))
+        result.shifts.update(part.shifts)
+        result.samples = part.samples
+        result.ranges.update(part.ranges)
+    if layers:
+        logger.info("bias correction: weight-rounding shifts of %d layer(s) measured on %d sample(s)",
+                    len(result.shifts), result.samples)
+    return result
+
+
+# ONNX Runtime holds a copy of the weight errors its run computes with (as large as the weights): past
+# this many bytes they are measured in several runs, a group of layers at a time (models over 2 GB).
+SHIFT_GROUP_BYTES = 1 << 30
+
+
+def _groups(model: onnx.ModelProto, layers: list[onnx.NodeProto]) -> list[list[onnx.NodeProto]]:
+    """``layers`` in consecutive groups whose weights add up to at most SHIFT_GROUP_BYTES (one group at least)."""
+    sizes = {t.name: 4 * int(np.prod(t.dims, dtype=np.int64)) for t in model.graph.initializer}
+    groups: list[list[onnx.NodeProto]] = [[]]
+    total = 0
+    for node in layers:
+        size = sizes.get(node.input[1], 0)
+        if groups[-1] and total + size > SHIFT_GROUP_BYTES:
+            groups.append([])
+            total = 0
+        groups[-1].append(node)
+        total += size
+    return groups
 
 
 def _measure(model, loader, providers, layers, max_samples, high_precision, ranges_of, spill, result) -> BiasShifts:
@@ -202,9 +235,6 @@ def _measure(model, loader, providers, layers, max_samples, high_precision, rang
         result.samples += rows
     result.shifts = {nid: (sums[nid] / counts[nid]).astype(np.float32) for nid in names if counts[nid]}
     result.ranges = top
-    if not names:
-        return result
-    logger.info("bias correction: weight-rounding shifts of %d layer(s) measured on %d sample(s)", len(result.shifts), result.samples)
     return result
 
 

@@ -41,9 +41,10 @@ from .float_types import (  # noqa: F401 (re-exported: the precision API)
     check_high_precision, tensor_of,
 )
 from ..runner.model import opset_of, tensor_array
-from .qdq import _Names, at_opset
+from .qdq import _drop_unused_initializers, _Names, at_opset
 
 LOW_OPSET = 19  # float16 / bfloat16 scales of QuantizeLinear / DequantizeLinear
+LOW_OPSET_HINT = "; --high-precision fp32 writes the model without them"
 
 _SUBGRAPH_OPS = ("If", "Loop", "Scan")
 _SMALL_CONSTANT = 64  # constants of at most this many values are epsilons, bounds, scalars
@@ -199,7 +200,7 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
         raise Int8CalibError(f"--fp32-nodes / --low-precision-nodes: invalid regular expression ({exc})") from None
     fp32_ops, low_ops = set(options.fp32_op_types), set(options.low_op_types)
 
-    model = at_opset(model, LOW_OPSET, "float16 / bfloat16 Q/DQ scales", "; --high-precision fp32 writes the model without them")
+    model = at_opset(model, LOW_OPSET, "float16 / bfloat16 Q/DQ scales", LOW_OPSET_HINT)
     graph = model.graph
     types = _types(model)
     schemas = _Schemas(opset_of(model))
@@ -424,11 +425,7 @@ def _drop_unread(graph: onnx.GraphProto) -> None:
             break
         for n in dead:
             graph.node.remove(n)
-    read = {t for n in graph.node for t in n.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
-    keep = [init for init in graph.initializer if init.name in read]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+    _drop_unused_initializers(graph)
 
 
 def float32_compute_nodes(model: onnx.ModelProto) -> list[str]:

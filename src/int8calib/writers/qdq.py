@@ -338,10 +338,12 @@ def build_qdq(
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Initializers nothing reads, deleted in place (re-adding the kept ones would copy every weight
+    again: protobuf frees a graph's memory only with the whole graph)."""
     used = {t for n in graph.node for t in n.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    for i in reversed(range(len(graph.initializer))):
+        if graph.initializer[i].name not in used:
+            del graph.initializer[i]
 
 
 def to_fp16(model: onnx.ModelProto, keep_io_types: bool = True) -> onnx.ModelProto:
