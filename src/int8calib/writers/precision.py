@@ -429,8 +429,8 @@ def _drop_unread(graph: onnx.GraphProto) -> None:
 
 
 def float32_compute_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes (ids) of ``model`` that compute on float32 tensors, edge Casts, Q/DQ and shape ops aside:
-    what a strongly typed TensorRT build runs in FP32."""
+    """Nodes (ids) of ``model`` that output float32 tensors, Casts and shape ops aside: what a strongly
+    typed TensorRT build runs in FP32 (a DequantizeLinear feeding an FP32 layer counts)."""
     types = _types(model)
     passive = {"Cast", "Shape", "Size", "Constant"}
     out = []
