@@ -293,7 +293,10 @@ def run_calibrator(
     cached = calibrator.read_calibration_cache()
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
-        return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
+        if cache.version == int(trt_version):
+            return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
+        # TensorRT 10 names constants (their lines are written under a 10.x header only): the header is part of the cache
+        calibrator._stale([f"its header is TRT-{cache.version}, the TensorRT version asked for is {int(trt_version)}"])
     if trt_histograms is None:  # only the methods that follow TensorRT's order read them
         trt_histograms = get_method(calibrator.method).ordered
     stats = gather_statistics(
@@ -303,7 +306,8 @@ def run_calibrator(
         raise Int8CalibError("no calibration sample could be loaded")
     amax = compute_ranges(calibrator.method, stats, **{**calibrator.method_params, **method_params})
     warn_zero_tensors(amax)
-    calibrator.write_calibration_cache(format_cache(amax, calibrator.get_algorithm(), trt_version).encode())
+    constants = stats.meta.get("constants", ())
+    calibrator.write_calibration_cache(format_cache(amax, calibrator.get_algorithm(), trt_version, constants).encode())
     return CalibrationResult(
         amax, calibrator.method, calibrator.get_algorithm(), stats, False, stats.meta.get("samples", 0),
         time.perf_counter() - start, list(calibrator.skipped),

@@ -23,3 +23,8 @@ class CalibrationResult:
     quantization: object = None  # evaluate.mixed.MixedPrecision when an accuracy budget was given
     chosen_method: str | None = None  # --method auto: the candidate kept, e.g. "mse" or "percentile:99.99"
     auto: object = None  # --method auto: evaluate.mixed.MethodChoice (every candidate's held-out error)
+
+    @property
+    def constants(self) -> list[str]:
+        """The tensors of ``amax`` that are the model's constants under TensorRT 10's names (stats.constants)."""
+        return list(self.statistics.meta.get("constants", ())) if self.statistics is not None else []

@@ -179,11 +179,14 @@ def merge(a: Statistics, b: Statistics) -> Statistics:
     histograms (``TensorHistogram.trt``) merge exactly when both started from the same
     first batch, as ``--shard`` and ``--workers`` runs do; otherwise they are dropped.
     Tensor order follows ``a`` then tensors only ``b`` has. Metadata keeps ``a``'s
-    entries; sample counts add up.
+    entries; sample counts add up. The model's constants (``meta["constants"]``, computed
+    from its weights, not from the data) are kept once, not added.
     """
     tensors = dict(a.tensors)
+    constants = set(a.meta.get("constants", ())) & set(b.meta.get("constants", ()))
     for name, h in b.tensors.items():
-        tensors[name] = tensors[name].merge(h) if name in tensors else h
+        if name not in constants:
+            tensors[name] = tensors[name].merge(h) if name in tensors else h
     meta = dict(a.meta)
     if "samples" in a.meta or "samples" in b.meta:
         meta["samples"] = int(a.meta.get("samples", 0)) + int(b.meta.get("samples", 0))
