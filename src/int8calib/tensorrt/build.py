@@ -96,7 +96,7 @@ def build_engine(
         onnx_bytes = _qdq_model_bytes(model, amax)
     else:
         onnx_bytes = model.read_bytes()
-    network, parser = _parse(trt, builder, trt_logger, onnx_bytes, model, strongly_typed)  # noqa: F841 (parser owns the weights)
+    network, parser = _trt.parse_onnx(trt, builder, trt_logger, onnx_bytes, model, strongly_typed)  # noqa: F841 (parser owns the weights)
 
     config = builder.create_builder_config()
     if hasattr(trt, "ProfilingVerbosity"):
@@ -195,23 +195,6 @@ def _qdq_model_bytes(model: Path, amax: Mapping[str, float]) -> bytes:
     from ..runner.model import load_model
 
     return insert_qdq(load_model(model), amax, precision="int8").SerializeToString()
-
-
-def _parse(trt, builder, trt_logger, onnx_bytes: bytes, model: Path, strongly_typed: bool):
-    flags = 0
-    creation = trt.NetworkDefinitionCreationFlag
-    if _trt.version(trt) < (10,) and hasattr(creation, "EXPLICIT_BATCH"):
-        flags |= 1 << int(creation.EXPLICIT_BATCH)  # default (and deprecated) from TensorRT 10
-    if strongly_typed:
-        if not hasattr(creation, "STRONGLY_TYPED"):
-            raise Int8CalibError(f"TensorRT {trt.__version__} has no strongly typed networks; use --implicit")
-        flags |= 1 << int(creation.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse(onnx_bytes, str(model)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no detail"
-        raise Int8CalibError(f"{model}: TensorRT's ONNX parser failed: {errors}".splitlines()[0])
-    return network, parser  # the network points into weights the parser owns: keep both alive
 
 
 def _input_shapes(network, calibrator, shapes, model, data, preprocess, batch_size) -> dict[str, tuple[int, ...]]:
