@@ -196,9 +196,15 @@ class Calibrator:
         if cache.algorithm != self.get_algorithm():
             reasons.append(f"its algorithm is {cache.algorithm}, method '{self.method}' writes {self.get_algorithm()}")
         if self.model is not None:
-            expected = calibratable_tensors(load_model(self.model, load_external_data=False))
-            # TensorRT also lists its own unnamed layers' outputs; they cannot match ONNX names.
-            present = {n for n in cache.scales if not n.startswith("(Unnamed Layer")}
+            from .cachefiles.read import BROADCAST, REFORMAT, model_names
+
+            proto = load_model(self.model, load_external_data=False)
+            expected = calibratable_tensors(proto)
+            # TensorRT also lists the layers it made (unnamed ones, broadcasts, reformat copies) and,
+            # from 10.x, the model's constants as <constant>_output: none of them is a missing activation.
+            constants = {f"{c}_output" for c in model_names(proto)[1]}
+            present = {n for n in cache.scales if not (n.startswith("(Unnamed Layer") or BROADCAST.match(n)
+                                                       or REFORMAT.match(n) or n in constants)}
             known = set(expected)
             missing = [n for n in expected if n not in cache.scales]
             extra = [n for n in present if n not in known]
