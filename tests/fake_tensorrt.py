@@ -241,6 +241,7 @@ def make(version: str = "10.0.1", calibrators: bool = True, fast_int8: bool = Tr
                 dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
                 self.network.inputs.append(Tensor(vi.name, dims, np.dtype(dtype)))
             self.network.model_ops = {n.op_type for n in model.graph.node}
+            self.network.onnx_model = model
             if "QuantizeLinear" in self.network.model_ops:
                 self.network.model_ops.add("INT8")
             parse_layers(trt, self.network, model)

@@ -188,6 +188,7 @@ def test_report_evaluate_and_inspect_show_what_auto_chose(outliers, capsys):
     assert f"Method chosen by --method auto: {result.chosen_method}</h2>" in html
     assert all(f"<td>{label}</td>" in html or f"<td><b>{label}</b></td>" in html for label in LABELS)
     assert "with their biases corrected" in html
+    assert "<h2>Float computation of the Q/DQ model: INT8 + FP16</h2>" in html  # the model written beside it
     capsys.readouterr()
     assert main(["evaluate", "--fp32", str(outliers / "m.onnx"), "--int8", str(outliers / "q.onnx"),
                  "--data", str(outliers / "x.npy"), "-q"]) == 0
@@ -195,6 +196,7 @@ def test_report_evaluate_and_inspect_show_what_auto_chose(outliers, capsys):
     method, _ = __import__("int8calib.api", fromlist=["auto_candidate"]).auto_candidate(result.chosen_method)
     assert f"calibration        auto -> {method}, biases corrected (4 layers)" in out
     assert f"  chosen: {result.chosen_method}, ahead of" in out
+    assert "precision          INT8 + FP16; FP32 kept: none" in out
     assert main(["inspect", str(outliers / "q.onnx")]) == 0
     shown = capsys.readouterr().out
     assert '"chosen": "' + result.chosen_method + '"' in shown and "biases corrected: yes, 4 layer(s)" in shown

@@ -25,7 +25,10 @@ from int8calib.cachefiles.read import match_names
 from int8calib.routes import next_steps
 from int8calib.runner import calibratable_tensors
 from int8calib.writers.cache import write_cache
+from int8calib.writers.precision import PrecisionOptions
 from int8calib.writers.qdq import build_qdq
+
+FP32 = PrecisionOptions("fp32")  # float32 scales: a cache's bits kept exactly
 
 # TensorRT 7.0.0: NVIDIA/trt-samples-for-hackathon-cn, commit 481e0e40189f098b4d517a382a68ebd43b81af4c,
 # cookbook/old-cookbook/TRT-DynamicShape/02-int8/calibration.cache. Network: input 'inputTensor'
@@ -42,10 +45,11 @@ TRT10_CACHE = (
 def scale_bits(model: onnx.ModelProto, tensor: str) -> str:
     """The hex of the float32 scale of ``tensor``'s QuantizeLinear, as TensorRT writes it in a cache."""
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
+    casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}  # FP16 models cast their inputs
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and casts.get(n.input[0], n.input[0]) == tensor)
     scale = inits[q.input[1]]
-    assert scale.dtype == np.float32 and scale.size == 1
-    return struct.pack(">f", scale.reshape(())).hex()
+    assert scale.size == 1
+    return struct.pack(">f", np.float32(scale.reshape(()))).hex()
 
 
 def conv_model(path, input_name: str, output_name: str, channels=(3, 2), shape=(4, 5)):
@@ -69,7 +73,7 @@ def test_tensorrt_7_cache_becomes_a_qdq_model_with_its_scale_bit_for_bit(tmp_pat
     cache = tmp_path / "calibration.cache"
     cache.write_bytes(TRT7_CACHE)
     out = tmp_path / "conv.qdq.onnx"
-    result = quantize_from_cache(model, cache, out)
+    result = quantize_from_cache(model, cache, out, lowering=FP32)  # bit for bit: scales kept float32
     written = onnx.load(str(out))
     onnx.checker.check_model(written, full_check=True)
     assert scale_bits(written, "inputTensor") == "3c00e995"
@@ -84,7 +88,7 @@ def test_tensorrt_10_6_cache_header_and_scales(tmp_path):
     model = conv_model(tmp_path / "m.onnx", "inputT0", "outputT0", channels=(1, 1))
     cache = tmp_path / "model.int8cache"
     cache.write_bytes(TRT10_CACHE)
-    result = quantize_from_cache(model, cache, tmp_path / "m.qdq.onnx")
+    result = quantize_from_cache(model, cache, tmp_path / "m.qdq.onnx", lowering=FP32)
     assert result.source.header == "TRT-100600-EntropyCalibration2"
     assert scale_bits(result.model, "inputT0") == "3ebfcfb9"
     assert set(result.match.scales) == {"inputT0", "outputT0"}
@@ -96,7 +100,7 @@ def test_our_cache_round_trips_bit_for_bit_on_a_residual_cnn(tmp_path, rng):
     amax = {t: float(rng.uniform(0.1, 50)) for t in calibratable_tensors(model)}
     cache = tmp_path / "c.cache"
     write_cache(cache, amax, "EntropyCalibration2", trt_version=100900)
-    result = quantize_from_cache(tmp_path / "model.onnx", cache)
+    result = quantize_from_cache(tmp_path / "model.onnx", cache, lowering=FP32)
     read = int8calib.read_cache(cache).scales
     assert result.summary.activations == needed_tensors(model)
     for t in result.summary.activations:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -35,19 +34,28 @@ def npy(tmp_path):
 
 
 @pytest.fixture
-def qdq_calls(monkeypatch):
-    """A stand-in for int8calib.writers.qdq that records what build passes it."""
-    calls = []
+def matmul_model(tmp_path):
+    """x [N, 4] @ W [4, 3] -> Relu: a weighted layer, so the Q/DQ model quantizes x."""
+    from onnx import helper, numpy_helper
 
-    def insert_qdq(model, amax, precision="int8", **kw):
-        calls.append((dict(amax), precision))
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
-        out.graph.node.append(onnx.helper.make_node("QuantizeLinear", ["x"], ["x_q"]))  # marks it for the fake
-        return out
+    w = numpy_helper.from_array(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], "fc"), helper.make_node("Relu", ["h"], ["y"], "relu")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "mm.onnx")
+    return tmp_path / "mm.onnx"
 
-    monkeypatch.setitem(sys.modules, "int8calib.writers.qdq", types.SimpleNamespace(insert_qdq=insert_qdq))
-    return calls
+
+def qdq_scale(network, tensor: str) -> np.ndarray:
+    """The scale of ``tensor``'s QuantizeLinear in the model the (stand-in) parser was given."""
+    from onnx import numpy_helper
+
+    model = network.onnx_model
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and casts.get(n.input[0], n.input[0]) == tensor)
+    return inits[q.input[1]]
 
 
 def build(trt, model, out, precision, **kw):
@@ -78,31 +86,35 @@ def test_trt8_int8_uses_flags_precision_constraints_and_a_calibrator(tmp_path, m
     assert "from the cache" in again.calibration
 
 
-def test_trt10_1_int8_builds_the_qdq_model_strongly_typed(tmp_path, model, npy, qdq_calls):
+def test_trt10_1_int8_builds_the_int8_fp16_qdq_model_strongly_typed(tmp_path, matmul_model, npy):
+    model = matmul_model
     trt = fake_tensorrt.make("10.1.0")
     result = build(trt, model, tmp_path / "m.engine", "int8", data=str(npy), method="minmax")
     network, config = trt.builds[-1]
     assert result.route == "qdq"
     assert network.flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     assert config.flags == set() and config.int8_calibrator is None
-    (amax, precision), = qdq_calls
-    assert precision == "int8"
-    assert amax["x"] == pytest.approx(3.25)  # minmax of the data: max |(i - 10) / 4| for i < 24
+    # minmax of the data, max |(i - 10) / 4| for i < 24 = 3.25, as a float16 scale: the model is INT8 + FP16
+    scale = qdq_scale(network, "x")
+    assert scale.dtype == np.float16 and scale == np.float16(3.25 / 127)
     assert result.layer_precisions["INT8"] == 1
+    build(trt, model, tmp_path / "m32.engine", "int8", data=str(npy), method="minmax", high_precision="fp32")
+    assert qdq_scale(trt.builds[-1][0], "x") == np.float32(3.25 / 127)
 
 
-def test_trt10_best_keeps_qdq_but_allows_fp16(tmp_path, model, npy, qdq_calls):
+def test_trt10_best_builds_the_same_typed_qdq_model(tmp_path, matmul_model):
+    model = matmul_model
     trt = fake_tensorrt.make("10.13.3")
     cache = tmp_path / "c.cache"
     cache.write_text("TRT-8601-EntropyCalibration2\nx: 3c010204\n")
     build(trt, model, tmp_path / "m.engine", "best", cache=cache, shapes={"x": (2, 4)})
     network, config = trt.builds[-1]
-    assert network.flags == 0  # weakly typed, so FP16 is allowed around the Q/DQ pairs
-    assert config.flags == {trt.BuilderFlag.FP16, trt.BuilderFlag.INT8}
-    assert qdq_calls[0][0]["x"] == pytest.approx(float.fromhex("0x1.020408p-7") * 127, rel=1e-6)
+    assert network.flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # the graph's types decide
+    assert config.flags == set()
+    assert qdq_scale(network, "x") == np.float16(float.fromhex("0x1.020408p-7"))
 
 
-def test_explicit_and_implicit_override_the_version_default(tmp_path, model, npy, qdq_calls):
+def test_explicit_and_implicit_override_the_version_default(tmp_path, model, npy):
     trt = fake_tensorrt.make("8.6.1")
     assert build(trt, model, tmp_path / "a.engine", "int8", data=str(npy), explicit=True).route == "qdq"
     trt10 = fake_tensorrt.make("10.4.0")

@@ -16,6 +16,7 @@ from .result import CalibrationResult
 from .stats import Statistics, load as load_statistics, save as save_statistics
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, warn_zero_tensors, write_cache
+from .writers.precision import PrecisionOptions, observed_ranges, unranged_tensors
 from .writers.provenance import provenance_dict
 from .writers.ranges import write_ranges
 
@@ -81,6 +82,12 @@ def calibrate(
     max_memory: "int | str | None" = None,
     workers: int = 1,
     bias_correction: bool | None = None,
+    high_precision: str = "fp16",
+    fp32_nodes: str | None = None,
+    fp32_op_types: Sequence[str] = (),
+    low_precision_nodes: str | None = None,
+    low_precision_op_types: Sequence[str] = (),
+    low_precision_io: bool = False,
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
@@ -114,6 +121,13 @@ def calibrate(
     biases of the Q/DQ model for the mean output shift its int8 weights cause, measured on
     up to ``passes.BIAS_SAMPLES`` calibration samples (:mod:`int8calib.passes.bias_correction`);
     ``--method auto`` and the accuracy budget then measure corrected models.
+
+    ``high_precision`` (fp16, the default; bf16; fp32) types every float computation of the int8
+    Q/DQ model outside Q/DQ, for strongly typed TensorRT (:mod:`int8calib.writers.precision`): FP32
+    is kept only where the ranges calibration observed (or ``fp32_nodes`` / ``fp32_op_types``) say
+    so; ``low_precision_nodes`` / ``low_precision_op_types`` force nodes to the low type;
+    ``low_precision_io`` types graph inputs and outputs too (default: they stay float32). What is
+    scored (auto, the budget) is that model.
     """
     if method is None:
         method = default_method(model, data, from_histograms, precision, output, method_params, batch_axes)
@@ -129,6 +143,8 @@ def calibrate(
     if budgeted and precision != "int8":
         raise Int8CalibError(f"--accuracy-budget / --min-sqnr apply to --precision int8, not {precision}")
     correct = _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histograms, data)
+    lowering = PrecisionOptions(high_precision, fp32_nodes, tuple(fp32_op_types), low_precision_nodes,
+                              tuple(low_precision_op_types), not low_precision_io)
     for written in (cache, ranges, histograms, report, qdq):
         if written is not None and not Path(written).resolve().parent.is_dir():
             raise Int8CalibError(f"{written}: the folder to write it in does not exist")
@@ -189,7 +205,7 @@ def calibrate(
         if folds:
             result = CalibrationResult({}, method, "")
             shifts = cross_validate(result, model, calibrator.loader, runner, meta, max_memory, providers, output,
-                                    exclude_nodes, exclude_op_types, correct)
+                                    exclude_nodes, exclude_op_types, correct, lowering)
         elif method in (ALL, AUTO):
             result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names))
             result.samples = int(result.statistics.meta.get("samples", 0))
@@ -206,18 +222,21 @@ def calibrate(
             logger.warning("skipped %d unreadable sample(s); first: %s", len(calibrator.skipped), calibrator.skipped[0])
         if histograms is not None:
             save_statistics(result.statistics, histograms)
-    if correct and not auto:
-        shifts = _bias_shifts(model if model is not None else result.statistics.meta.get("model"),
-                              calibrator.loader if from_histograms is None else data,
-                              preprocess if preprocess is not None else result.statistics.meta.get("preprocess"),
-                              batch_size, providers, batch_axes)
+    int8_model = (qdq is not None or budgeted) and precision == "int8"
+    if int8_model and result.statistics is not None:
+        lowering.ranges.update(observed_ranges(result.statistics))
+    if int8_model and not auto and (correct or lowering.lowered) and (from_histograms is None or data is not None):
+        shifts = _float_pass(model if model is not None else result.statistics.meta.get("model"),
+                             calibrator.loader if from_histograms is None else data,
+                             preprocess if preprocess is not None else result.statistics.meta.get("preprocess"),
+                             batch_size, providers, batch_axes, correct, lowering)
     if auto:
         if not folds:  # (cross-validation chose already, in the statistics pass)
             if holdout is None:  # --from-histograms: the statistics did not see --data
                 holdout = data
             shifts = choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
                                           exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
-                                          refit=None if from_histograms is not None or budgeted else runner)
+                                          refit=None if from_histograms is not None or budgeted else runner, lowering=lowering)
         warn_zero_tensors(result.amax)
         if cache is not None:
             write_cache(cache, result.amax, result.algorithm, trt_version, _result_record(base, result, method, method_params),
@@ -236,13 +255,6 @@ def calibrate(
     elif ranges is not None:
         for name, amax in result.by_method.items():
             write_ranges(method_path(ranges, name) if method == ALL else ranges, amax, _record(base, name, method_params))
-    if report is not None:
-        from .report import method_ranges, write_report
-
-        stats = result.statistics
-        chosen = "entropy2" if method == ALL else auto_candidate(result.chosen_method)[0] if auto else method
-        write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen,
-                     auto=result.auto.to_dict() if auto else None)
     if qdq is not None or budgeted:
         source = model if model is not None else result.statistics.meta.get("model") if result.statistics else None
         if source is None or not Path(source).is_file():
@@ -255,7 +267,16 @@ def calibrate(
         result.quantization = export_model(
             source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
             batch_size, providers, min_sqnr, output, batch_axes, shifts, _result_record(base, result, method, method_params),
+            lowering, result,
         )
+    if report is not None:
+        from .report import method_ranges, write_report
+
+        stats = result.statistics
+        chosen = "entropy2" if method == ALL else auto_candidate(result.chosen_method)[0] if auto else method
+        write_report(report, stats, result.by_method if method == ALL else method_ranges(stats, method, result.amax), chosen,
+                     auto=result.auto.to_dict() if auto else None,
+                     precision=result.precision.to_dict() if result.precision is not None else None)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -277,21 +298,26 @@ def export_model(
     batch_axes: "dict[str, int | None] | None" = None,
     shifts=None,
     record: dict | None = None,
+    lowering: "PrecisionOptions | None" = None,
+    result: CalibrationResult | None = None,
 ):
-    """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ); with a budget (``accuracy_budget``
+    """Write ``model`` at ``precision`` to ``path`` (int8: Q/DQ, float computation typed by ``lowering``,
+    default float16: :mod:`int8calib.writers.precision`); with a budget (``accuracy_budget``
     points of top-1 agreement or ``min_sqnr`` dB of ``output``'s SQNR), choose the layers kept in float.
     ``shifts`` (:class:`~int8calib.passes.BiasShifts`) corrects the Q/DQ model's biases; ``record``
-    (provenance) goes into the model's metadata, with what bias correction did.
+    (provenance) goes into the model's metadata, with what bias correction did; ``result.precision``
+    gets the written model's :class:`~int8calib.writers.precision.PrecisionSummary`.
 
     Returns the :class:`~int8calib.evaluate.mixed.MixedPrecision` decision, or None without a budget.
     """
     import onnx
 
     from .runner import load_model
+    from .runner.model import uses_external_data
     from .writers.provenance import metadata_props
     from .writers.qdq import insert_qdq, write_model
 
-    proto = load_model(model)
+    proto = load_model(model, load_external_data=False)  # weights mapped where they lie
     mixed = None
     if accuracy_budget is not None or min_sqnr is not None:
         from .evaluate.mixed import choose_float_layers
@@ -302,26 +328,37 @@ def export_model(
         check_budget(proto, output, accuracy_budget, min_sqnr)  # before the held-out data is read
         loader = held_out_loader(proto, holdout, preprocess, batch_size, batch_axes)
         mixed = choose_float_layers(
-            proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers, min_sqnr, output, shifts
+            proto, amax, loader, accuracy_budget, exclude_nodes, exclude_op_types, providers, min_sqnr, output, shifts,
+            lowering,
         )
         if mixed.kept:
-            logger.info("trtexec --precisionConstraints=obey --layerPrecisions=%s", mixed.layer_precisions)
+            logger.info("kept without Q/DQ (in the Q/DQ model: %s compute, nothing to pass TensorRT 10.1+ / 11); "
+                        "for a TensorRT <= 10.0 implicit build from the cache: trtexec --int8 --fp16 "
+                        "--precisionConstraints=obey --layerPrecisions=%s", lowering.high_precision.upper() if lowering else "FP16",
+                        mixed.layer_precisions)
     if path is not None:
         keep = mixed.kept if mixed is not None else ()
-        written = insert_qdq(proto, amax, exclude_nodes, exclude_op_types, precision, keep)
         if precision == "int8":
-            record = dict(record or {})
-            if shifts is not None:
-                from .passes import correct_biases
+            from .passes import quantized_model
 
-                corrected = correct_biases(written, shifts)
-                record["bias_correction"] = {"layers": len(corrected), "samples": shifts.samples}
-                logger.info("bias correction: %d layer(s) corrected (largest shift %s)", len(corrected),
+            built = quantized_model(proto, amax, exclude_nodes, exclude_op_types, keep, shifts=shifts, precision=lowering)
+            built.qdq.log()
+            built.precision.log()
+            written = built.model
+            record = dict(record or {})
+            if shifts is not None and shifts.shifts:
+                record["bias_correction"] = {"layers": len(built.corrected), "samples": shifts.samples}
+                logger.info("bias correction: %d layer(s) corrected (largest shift %s)", len(built.corrected),
                             ", ".join(f"{n} {v:.3g}" for n, v in shifts.largest(1)) or "none")
             else:
                 record["bias_correction"] = None
+            record["precision"] = built.precision.to_dict()
+            if result is not None:
+                result.precision = built.precision
             onnx.helper.set_model_props(written, metadata_props(record))
-        write_model(path, written)
+        else:
+            written = insert_qdq(proto, amax, precision=precision)
+        write_model(path, written, external_data=uses_external_data(proto))
         logger.info("wrote the %s model %s", precision, path)
     return mixed
 
@@ -341,20 +378,29 @@ def _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histo
     return bool(bias_correction)
 
 
-def _bias_shifts(model, data, preprocess, batch_size: int, providers, batch_axes):
-    """The weight-rounding output shifts of ``model``, measured on up to BIAS_SAMPLES samples of
-    ``data`` (the calibration loader, or data to resolve) spread over it."""
+def _float_pass(model, data, preprocess, batch_size: int, providers, batch_axes, correct: bool, lowering: "PrecisionOptions"):
+    """One run of the float model on up to BIAS_SAMPLES samples of ``data`` (the calibration loader,
+    or data to resolve) spread over it: the weight-rounding shifts when ``correct`` (returned, else
+    None) and max |x| of the float tensors the statistics did not cover (into ``lowering.ranges``)."""
     from .batching import BatchLoader, FeedDictLoader
     from .passes import measure_shifts, spread
     from .runner import load_model
 
-    proto = load_model(model)
+    proto = load_model(model, load_external_data=False)
+    unranged = unranged_tensors(proto, lowering)
+    if not correct and not unranged:
+        return None
     if not isinstance(data, (BatchLoader, FeedDictLoader)):
         data = held_out_loader(proto, data, preprocess, batch_size, batch_axes)
+    nodes = None if correct else []
     if isinstance(data, FeedDictLoader):  # a script's stream: its first samples
-        return measure_shifts(proto, data, providers)
-    loader = BatchLoader(spread(data.samples), data.inputs, data.preprocess, data.batch_size, data.skip_bad)
-    return measure_shifts(proto, loader, providers, max_samples=None)
+        shifts = measure_shifts(proto, data, providers, nodes, high_precision=lowering.high_precision, ranges_of=unranged)
+    else:
+        loader = BatchLoader(spread(data.samples), data.inputs, data.preprocess, data.batch_size, data.skip_bad)
+        shifts = measure_shifts(proto, loader, providers, nodes, max_samples=None, high_precision=lowering.high_precision,
+                                ranges_of=unranged)
+    lowering.ranges.update(shifts.ranges)
+    return shifts if correct else None
 
 
 def _check_budget(model, output, accuracy_budget, min_sqnr) -> None:

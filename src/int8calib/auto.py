@@ -117,12 +117,14 @@ def check_auto(model, data, from_histograms, precision, output, method_params) -
 
 
 def choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
-                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False):
+                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False, lowering=None):
     """--method auto: every candidate's ranges from ``result.statistics``, ranked on ``holdout``.
 
     The held-out samples are preprocessed once and serve the ranking, the refit and, with
     ``correct``, the bias correction's shifts, which are returned (None without). Shifts do not
     depend on activation ranges, so measuring them on these samples favours no candidate.
+    ``lowering`` (:class:`~int8calib.writers.precision.PrecisionOptions`) types every candidate's
+    model as the written one will be; the same run measures the ranges its FP16 rules lack.
 
     With ``refit`` (the runner of the statistics pass) the held-out samples' statistics are
     collected too and merged in, and the winner's ranges recomputed from all the data: the
@@ -133,7 +135,6 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
     """
     from .evaluate.mixed import choose_method
     from .methods import compute_ranges
-    from .passes import measure_shifts
     from .runner import load_model
 
     stats = result.statistics
@@ -144,11 +145,11 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
         start = time.perf_counter()
         candidates[label] = compute_ranges(name, stats, **params)
         seconds[label] = time.perf_counter() - start
-    proto = load_model(source)
+    proto = load_model(source, load_external_data=False)
     loader = held_out_loader(proto, holdout, pre, batch_size, batch_axes)
     batches = list(loader)  # few samples: kept preprocessed for every use below
-    shifts = measure_shifts(proto, batches, providers) if correct else None
-    choice = choose_method(proto, candidates, batches, output, exclude_nodes, exclude_op_types, providers, shifts)
+    shifts = _float_pass(proto, batches, providers, correct, lowering)
+    choice = choose_method(proto, candidates, batches, output, exclude_nodes, exclude_op_types, providers, shifts, lowering)
     logger.debug("%s", choice.format_table())
     _log_choice(choice)
     result.by_method, result.search_seconds, result.auto = candidates, seconds, choice
@@ -170,7 +171,7 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
 
 
 def cross_validate(result, model, loader, runner, meta, max_memory=None, providers=None, output=None, exclude_nodes=None,
-                   exclude_op_types=(), correct=False):
+                   exclude_op_types=(), correct=False, lowering=None):
     """--method auto on little data: rank by ``FOLDS``-fold cross-validation instead of one split.
 
     With 1 sample in 5 held out, a few dozen samples leave too few to tell the candidates apart
@@ -189,7 +190,6 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     from .collection.gather import with_constants
     from .evaluate.mixed import choose_method_by_folds
     from .methods import compute_ranges
-    from .passes import measure_shifts
     from .runner import load_model
     from .stats import merge
 
@@ -206,8 +206,8 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     if len(parts) < 2:
         raise Int8CalibError("no calibration sample could be loaded" if not parts else
                              "--method auto: only one fold of samples could be loaded; give more readable samples")
-    proto = load_model(model)
-    shifts = measure_shifts(proto, [b for batches in parts for b in batches], providers) if correct else None
+    proto = load_model(model, load_external_data=False)
+    shifts = _float_pass(proto, [b for batches in parts for b in batches], providers, correct, lowering)
 
     seconds: dict[str, float] = {}
 
@@ -220,7 +220,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
         return out
 
     folds = [(ranges(reduce(merge, fold_stats[:k] + fold_stats[k + 1:])), parts[k]) for k in range(len(parts))]
-    choice = choose_method_by_folds(proto, folds, output, exclude_nodes, exclude_op_types, providers, shifts)
+    choice = choose_method_by_folds(proto, folds, output, exclude_nodes, exclude_op_types, providers, shifts, lowering)
     _log_choice(choice)
     stats = with_constants(reduce(merge, fold_stats), model)  # (the folds need no constants: the models quantize none)
     result.statistics, result.by_method, result.auto = stats, ranges(stats), choice
@@ -230,6 +230,22 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     result.algorithm = get_method(auto_candidate(choice.chosen)[0]).algorithm
     result.samples = int(stats.meta.get("samples", 0))
     return shifts
+
+
+def _float_pass(proto, batches, providers, correct: bool, lowering):
+    """The bias-correction shifts (None without ``correct``) and, in the same run of the float model
+    on ``batches``, the ranges ``lowering``'s FP16 rules lack (into ``lowering.ranges``)."""
+    from .passes import measure_shifts
+    from .writers.precision import unranged_tensors
+
+    unranged = unranged_tensors(proto, lowering) if lowering is not None else []
+    if not correct and not unranged:
+        return None
+    shifts = measure_shifts(proto, batches, providers, None if correct else [], ranges_of=unranged,
+                            high_precision=lowering.high_precision if lowering is not None else "fp32")
+    if lowering is not None:
+        lowering.ranges.update(shifts.ranges)
+    return shifts if correct else None
 
 
 def _runner(spec):

@@ -158,13 +158,14 @@ def _cell(name: str, probability: float) -> str:
 
 
 def quantize_model(model: onnx.ModelProto, amax: dict[str, float], log: bool = True) -> onnx.ModelProto:
-    """The Q/DQ model; ``log`` prints its "Q/DQ: N activation tensors" line (once per written model, not per baseline)."""
-    from .writers.qdq import build_qdq
+    """The Q/DQ model (INT8 + FP16, as ``--qdq`` writes it); ``log`` prints its "Q/DQ: N activation
+    tensors" line (once per written model, not per baseline)."""
+    from .passes import quantized_model
 
-    qdq, summary = build_qdq(model, amax)
+    built = quantized_model(model, amax)
     if log:
-        summary.log()
-    return qdq
+        built.qdq.log()
+    return built.model
 
 
 def write_demo_report(path: Path, result, evaluation: dict) -> bool:
@@ -184,13 +185,9 @@ def write_demo_report(path: Path, result, evaluation: dict) -> bool:
 
 
 def _run(model: "Path | onnx.ModelProto", x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    from .runner import ActivationRunner  # (sets up INT8 + FP16 models as ONNX Runtime computes them right)
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    source = str(model) if isinstance(model, Path) else model.SerializeToString()
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"input": x})[0]
+    return ActivationRunner(model, None, ["logits"]).run({"input": x})["logits"]
 
 
 def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "auto", report: bool = True) -> DemoResult:

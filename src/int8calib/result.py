@@ -21,6 +21,7 @@ class CalibrationResult:
     by_method: dict[str, dict[str, float]] = field(default_factory=dict)  # {method: amax}; several with "all"
     search_seconds: dict[str, float] = field(default_factory=dict)  # threshold search time per method
     quantization: object = None  # evaluate.mixed.MixedPrecision when an accuracy budget was given
+    precision: object = None  # writers.precision.PrecisionSummary of the int8 Q/DQ model written
     chosen_method: str | None = None  # --method auto: the candidate kept, e.g. "mse" or "percentile:99.99"
     auto: object = None  # --method auto: evaluate.mixed.MethodChoice (every candidate's held-out error)
 

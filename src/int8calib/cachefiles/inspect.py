@@ -159,6 +159,7 @@ def _qdq_model(path: Path) -> Inspection:
     from onnx import numpy_helper
 
     from ..runner.model import load_model
+    from ..writers.precision import cast_source, describe_precision, model_precision
 
     model = load_model(path, load_external_data=True)
     graph = model.graph
@@ -170,6 +171,7 @@ def _qdq_model(path: Path) -> Inspection:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    producer = {o: n for n in graph.node for o in n.output}
     qs = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     dqs = [n for n in graph.node if n.op_type == "DequantizeLinear"]
     pairs = sum(1 for q in qs if any(c.op_type == "DequantizeLinear" for c in consumers.get(q.output[0], [])))
@@ -177,14 +179,15 @@ def _qdq_model(path: Path) -> Inspection:
     for q in qs:
         scale = consts.get(q.input[1]) if len(q.input) > 1 else None
         if scale is None:
-            rows.append((q.input[0], "?", "?", "?"))
+            rows.append((cast_source(q.input[0], producer), "?", "?", "?"))
             continue
         scale = np.asarray(scale, np.float64)
-        rows.append((q.input[0], scale.size, float(scale.max()), float(scale.max()) * 127.0))
+        rows.append((cast_source(q.input[0], producer), scale.size, float(scale.max()), float(scale.max()) * 127.0))
     record = model_record(model)
     summary = {
         "QuantizeLinear": len(qs), "DequantizeLinear": len(dqs), "Q/DQ pairs": pairs,
         "quantized tensors": len({r[0] for r in rows}),
         "biases corrected": _bias_correction(record),
+        "float computation": describe_precision(model_precision(model, record)),
     }
     return Inspection(path, "qdq-model", summary, ("tensor", "scales", "max scale", "amax"), rows, record)

@@ -3,8 +3,9 @@
 TensorRT 11 builds INT8 only from Q/DQ models. :func:`quantize_from_cache` takes the
 ranges of a calibration cache (written by TensorRT 7-10 or by int8calib) or of a
 dynamic-range JSON and writes the Q/DQ model ``calibrate --qdq`` would write from data:
-the same placement rules (:mod:`int8calib.writers.qdq`), and every activation scale
-equal to the cache's float32 bit for bit. :func:`evaluate_cache` measures a cache
+the same placement rules (:mod:`int8calib.writers.qdq`) and float typing
+(:mod:`int8calib.writers.precision`), and every activation scale equal to the cache's
+float32 bit for bit with ``--high-precision fp32`` (rounded to float16 with the default). :func:`evaluate_cache` measures a cache
 against the float model without writing anything.
 
 Tensors the Q/DQ model needs and the file lacks are listed, and ``missing`` decides:
@@ -15,7 +16,7 @@ are calibrated from ``data``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import onnx
 
     from ..evaluate import Evaluation
+    from ..writers.precision import PrecisionOptions, PrecisionSummary
     from ..writers.qdq import QdqSummary
 
 MISSING = ("fail", "float", "calibrate")
@@ -43,6 +45,7 @@ class CacheImport:
     calibrated: dict[str, float] = field(default_factory=dict)  # amax computed from data (missing="calibrate")
     model: "onnx.ModelProto | None" = None
     summary: "QdqSummary | None" = None
+    precision: "PrecisionSummary | None" = None
 
 
 def needed_tensors(model: "onnx.ModelProto", exclude_nodes: str | None = None, exclude_op_types: Sequence[str] = ()) -> list[str]:
@@ -65,11 +68,18 @@ def quantize_from_cache(
     exclude_nodes: str | None = None,
     exclude_op_types: Sequence[str] = (),
     providers: Sequence[str] | None = None,
+    lowering: "PrecisionOptions | None" = None,
     **method_params,
 ) -> CacheImport:
-    """The Q/DQ model of ``model`` with the ranges of ``ranges_file`` (a cache or ranges JSON), written to ``qdq`` when given."""
-    from ..runner.model import load_model
-    from ..writers.qdq import build_qdq, write_model
+    """The Q/DQ model of ``model`` with the ranges of ``ranges_file`` (a cache or ranges JSON), written to ``qdq`` when given.
+
+    ``lowering`` types its float computation (default: float16, :mod:`int8calib.writers.precision`);
+    its FP16 rules read the file's ranges (a cache holds every tensor TensorRT calibrated), so the
+    scales are rounded to float16 too: ``--high-precision fp32`` keeps them bit for bit."""
+    from ..passes import quantized_model
+    from ..runner.model import load_model, uses_external_data
+    from ..writers.precision import PrecisionOptions
+    from ..writers.qdq import write_model
 
     if missing not in MISSING:
         raise Int8CalibError(f"--missing-ranges must be one of {', '.join(MISSING)}, got {missing!r}")
@@ -81,7 +91,7 @@ def quantize_from_cache(
     if source.kind == "qdq-model":
         raise Int8CalibError(f"{ranges_file}: already a Q/DQ model; --from-cache takes a calibration cache or ranges JSON")
     check_not_stale(ranges_file, model)
-    proto = load_model(model)
+    proto = load_model(model, load_external_data=False)
     tensors, constants = model_names(proto)
     match = match_names(source.scales, tensors, constants)
     if not match.scales:
@@ -111,10 +121,14 @@ def quantize_from_cache(
         run = calibrate(model, data, preprocess, method, batch_size, tensors=result.missing, providers=providers, **method_params)
         result.calibrated = {t: run.amax[t] for t in result.missing if t in run.amax}
     amax = {t: s * 127.0 for t, s in usable.items()} | result.calibrated
-    result.model, result.summary = build_qdq(proto, amax, exclude_nodes, exclude_op_types, scales=usable)
+    lowering = lowering or PrecisionOptions()
+    lowering = replace(lowering, ranges={t: s * 127.0 for t, s in match.scales.items()} | result.calibrated | lowering.ranges)
+    built = quantized_model(proto, amax, exclude_nodes, exclude_op_types, scales=usable, precision=lowering)
+    result.model, result.summary, result.precision = built.model, built.qdq, built.precision
     result.summary.log()
+    result.precision.log()
     if qdq is not None:
-        write_model(qdq, result.model)
+        write_model(qdq, result.model, external_data=uses_external_data(proto))
         logger.info("wrote the int8 model %s with the scales of %s", qdq, ranges_file)
     return result
 

@@ -29,6 +29,8 @@ def register(sub) -> None:
     data.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle the data with this seed")
     data.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
     data.add_argument("--method", default="entropy2", help="calibration method (default entropy2)")
+    data.add_argument("--high-precision", choices=("fp16", "bf16", "fp32"), default="fp16",
+                      help="Q/DQ route: type of the float computation outside Q/DQ (default fp16, as calibrate --qdq)")
 
     engine = p.add_argument_group("engine")
     engine.add_argument("--shapes", help="input shapes for a dynamic model without --data, e.g. input:8x3x224x224")
@@ -60,5 +62,6 @@ def run_build(args: argparse.Namespace) -> int:
         explicit=args.explicit,
         workspace_gib=args.workspace,
         backend=args.cuda_backend,
+        high_precision=args.high_precision,
     )
     return 0

@@ -78,6 +78,7 @@ def register(sub) -> None:
     )
     qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr / --method auto "
                      "(default: the first floating-point output)")
+    add_high_precision_options(p)
 
     report = p.add_argument_group("report")
     report.add_argument(
@@ -96,6 +97,36 @@ def register(sub) -> None:
 
     add_output_options(p)
     p.set_defaults(run=run_calibrate)
+
+
+def add_high_precision_options(p) -> None:
+    """How the int8 Q/DQ model types its float computation (also `calibrate --from-cache`)."""
+    typed = p.add_argument_group("float computation of the int8 Q/DQ model (strongly typed TensorRT 10.1+ / 11, docs/qdq.md)")
+    typed.add_argument("--high-precision", choices=("fp16", "bf16", "fp32"), default="fp16",
+                       help="type of every float computation outside Q/DQ (default fp16; FP32 kept only where the "
+                       "observed ranges need it, each node listed with its reason)")
+    typed.add_argument("--fp32-nodes", metavar="REGEX", help="keep nodes whose name matches REGEX in FP32")
+    typed.add_argument("--fp32-op-types", nargs="+", default=(), metavar="OP", help="keep these op types in FP32")
+    typed.add_argument("--low-precision-nodes", metavar="REGEX",
+                       help="nodes whose name matches REGEX in the --high-precision type whatever the rules say")
+    typed.add_argument("--low-precision-op-types", nargs="+", default=(), metavar="OP",
+                       help="these op types in the --high-precision type whatever the rules say")
+    typed.add_argument("--low-precision-io", action="store_true",
+                       help="graph inputs and outputs in the --high-precision type too (default: float32, cast at the edges)")
+
+
+def high_precision_kwargs(args: argparse.Namespace) -> dict:
+    return {"high_precision": args.high_precision, "fp32_nodes": args.fp32_nodes, "fp32_op_types": args.fp32_op_types,
+            "low_precision_nodes": args.low_precision_nodes, "low_precision_op_types": args.low_precision_op_types,
+            "low_precision_io": args.low_precision_io}
+
+
+def precision_options(args: argparse.Namespace):
+    from ..writers.precision import PrecisionOptions
+
+    kw = high_precision_kwargs(args)
+    return PrecisionOptions(kw["high_precision"], kw["fp32_nodes"], tuple(kw["fp32_op_types"]), kw["low_precision_nodes"],
+                            tuple(kw["low_precision_op_types"]), not kw["low_precision_io"])
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -131,6 +162,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         report=args.report,
         reuse_cache=args.reuse_cache,
         bias_correction=args.bias_correction,
+        **high_precision_kwargs(args),
         **_method_params(args),
     )
     if args.method == "all":
@@ -157,10 +189,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             if mixed.min_sqnr is not None
             else f"held-out top-1 agreement {mixed.agreement:.2f} % (all INT8 {mixed.int8_agreement:.2f} %"
         )
-        logger.info(
-            "mixed precision: %d layer(s) in float, %s, %d samples)%s", len(mixed.kept), measured, mixed.samples,
-            f"\n  --layerPrecisions={mixed.layer_precisions}" if mixed.kept else "",
-        )
+        logger.info("mixed precision: %d layer(s) without Q/DQ, %s, %d samples)", len(mixed.kept), measured, mixed.samples)
     model = args.model or (result.statistics.meta.get("model") if result.statistics else None)
     _log_next_steps(model, args.cache if args.method != "all" else None, args.qdq if args.precision == "int8" else None)
     return 0
@@ -194,7 +223,8 @@ def _run_from_cache(args: argparse.Namespace, data) -> int:
     quantize_from_cache(
         args.model, args.from_cache, args.qdq, args.missing_ranges, data, args.preprocess,
         args.method or "entropy2",  # tensors missing from a TensorRT cache: calibrated the way TensorRT did the rest
-        args.batch_size, args.exclude_nodes, args.exclude_op_types, args.providers, **_method_params(args),
+        args.batch_size, args.exclude_nodes, args.exclude_op_types, args.providers,
+        lowering=precision_options(args), **_method_params(args),
     )
     _log_next_steps(args.model, None, args.qdq)
     return 0

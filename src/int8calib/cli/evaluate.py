@@ -76,6 +76,10 @@ def _calibration(record: dict | None) -> list[str]:
     lines = [f"calibration        {'auto -> ' if record.get('chosen_by') else ''}{record['method']}"
              + ("" if "bias_correction" not in record else
                 f", biases corrected ({corrected['layers']} layers)" if corrected else ", biases not corrected")]
+    if record.get("precision"):
+        from ..writers.precision import PrecisionSummary, describe_precision
+
+        lines.append(f"precision          {describe_precision(PrecisionSummary.from_dict(record['precision']))}")
     if record.get("chosen_by"):
         from ..evaluate.mixed import MethodChoice
 

@@ -17,6 +17,7 @@ from ..preprocess import Preprocess
 from ..runner import ActivationRunner, load_model
 from ..sources import resolve
 from ..util.atomic import write_text
+from ..writers.precision import cast_source
 from ..writers.provenance import model_record
 from ..util.log import progress_bar
 from .labels import read_labels
@@ -33,7 +34,7 @@ def quantized_tensors(model: onnx.ModelProto) -> dict[str, str]:
             continue
         q = producer.get(node.input[0])
         if q is not None and q.op_type == "QuantizeLinear":
-            pairs[q.input[0]] = node.output[0]
+            pairs[cast_source(q.input[0], producer)] = node.output[0]
     return pairs
 
 
@@ -62,7 +63,7 @@ def _finite(x: float) -> float | None:
 
 
 def _model(model) -> onnx.ModelProto:
-    return model if isinstance(model, onnx.ModelProto) else load_model(model)
+    return model if isinstance(model, onnx.ModelProto) else load_model(model, load_external_data=False)
 
 
 def compare_models(
@@ -150,7 +151,7 @@ def evaluate(
     batch_axes: "dict[str, int | None] | None" = None,
 ) -> Evaluation:
     """Run ``fp32`` and ``int8`` over ``data`` and compare their outputs (the API of ``int8calib evaluate``)."""
-    fp32_proto = load_model(fp32)
+    fp32_proto = load_model(fp32, load_external_data=False)
     int8_proto = _model(int8)  # a path, or a model built in memory (evaluate --cache)
     output = _check_output(fp32_proto, int8_proto, output)  # before any data is read
     from ..runner.model import declare_batch_axes, model_inputs

@@ -28,9 +28,9 @@ from ..batching import BatchLoader
 from ..errors import Int8CalibError
 from ..runner import ActivationRunner
 from ..sources import Sample
-from ..passes import BiasShifts, correct_biases
+from ..passes import BiasShifts, quantized_model
 from ..util.log import logger, progress
-from ..writers.qdq import build_qdq
+from ..writers.precision import PrecisionOptions
 from .compare import compare_models
 from .outputs import check_budget, choose_output
 
@@ -93,6 +93,7 @@ def choose_float_layers(
     min_sqnr: float | None = None,
     output: str | None = None,
     shifts: BiasShifts | None = None,
+    lowering: PrecisionOptions | None = None,
 ) -> MixedPrecision:
     """Rank the quantized layers by sensitivity on ``loader``'s data and keep the fewest in float
     that meet ``budget`` (points of top-1 agreement on scores [N, classes]) or ``min_sqnr`` (dB
@@ -102,7 +103,8 @@ def choose_float_layers(
     batches, reference = _held_out(model, loader, output, providers)
 
     def measure(keep: Sequence[str], rows: int | None = None):
-        return _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep, rows, shifts)
+        return _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep, rows, shifts,
+                        lowering)
 
     def ok(metrics: dict) -> bool:
         return _db(metrics["sqnr_db"]) >= min_sqnr if min_sqnr is not None else _loss(metrics) <= budget
@@ -174,22 +176,21 @@ def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, provider
 
 
 def _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
-             shifts=None):
-    """Build the Q/DQ model of ``amax`` in memory (biases corrected with ``shifts`` when given) and
-    compare its ``output`` with the float model's: (OutputComparison.to_dict(), QdqSummary)."""
+             shifts=None, lowering=None):
+    """Build the model ``--qdq`` would write from ``amax`` in memory (biases corrected with ``shifts``
+    when given, float computation typed by ``lowering``) and compare its ``output`` with the float
+    model's: (OutputComparison.to_dict(), QdqSummary)."""
     comparison, summary = _compare(model, amax, batches, reference, output, exclude_nodes, exclude_op_types,
-                                   providers, keep, rows, shifts)
+                                   providers, keep, rows, shifts, lowering)
     return comparison.to_dict(), summary
 
 
 def _compare(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
-             shifts=None):
+             shifts=None, lowering=None):
     """:func:`_measure`'s comparison itself (sums that add up over data), and the Q/DQ summary."""
-    qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep)
-    if shifts is not None:
-        correct_biases(qdq, shifts)
+    built = quantized_model(model, amax, exclude_nodes, exclude_op_types, keep, shifts=shifts, precision=lowering)
     data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
-    return compare_models(model, qdq, data, output, providers=providers, reference=ref).output, summary
+    return compare_models(model, built.model, data, output, providers=providers, reference=ref).output, built.qdq
 
 
 @dataclass
@@ -268,6 +269,7 @@ def choose_method(
     exclude_op_types: Sequence[str] = (),
     providers: Sequence[str] | None = None,
     shifts: BiasShifts | None = None,
+    lowering: PrecisionOptions | None = None,
 ) -> MethodChoice:
     """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``)
     and rank them by the held-out error of ``output`` (default: the first float output) on
@@ -296,7 +298,7 @@ def choose_method(
         out = {}
         for name in progress(names, total=len(names), desc="auto candidates", unit="method"):
             metrics, _ = _measure(model, unique[name], batches, reference, info.name, exclude_nodes, exclude_op_types,
-                                  providers, rows=rows, shifts=shifts)
+                                  providers, rows=rows, shifts=shifts, lowering=lowering)
             out[name] = _row(name, metrics)
         return out
 
@@ -323,6 +325,7 @@ def choose_method_by_folds(
     exclude_op_types: Sequence[str] = (),
     providers: Sequence[str] | None = None,
     shifts: BiasShifts | None = None,
+    lowering: PrecisionOptions | None = None,
 ) -> MethodChoice:
     """:func:`choose_method` by cross-validation: ``folds`` holds, per fold, every candidate's ranges
     from the other folds' statistics and the fold's own batches. Each candidate's comparisons of
@@ -336,7 +339,7 @@ def choose_method_by_folds(
         batches, reference = _held_out(model, fold_batches, info.name, providers)
         for name in progress(candidates, total=len(candidates), desc=f"auto fold {k + 1}/{len(folds)}", unit="method"):
             comparison, _ = _compare(model, candidates[name], batches, reference, info.name, exclude_nodes,
-                                     exclude_op_types, providers, shifts=shifts)
+                                     exclude_op_types, providers, shifts=shifts, lowering=lowering)
             totals.setdefault(name, OutputComparison()).merge(comparison)
     rows = _ranked([_row(name, comparison.to_dict()) for name, comparison in totals.items()], info.is_scores)
     return _choice(rows, info, refit=True, bias_corrected=shifts is not None, folds=len(folds))

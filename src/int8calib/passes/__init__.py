@@ -1,5 +1,7 @@
-"""Passes: optimisations of the quantized model that read calibration data (bias correction)."""
+"""Passes: optimisations of the quantized model that read calibration data (bias correction), and
+:func:`quantized_model`, which applies them between the Q/DQ writer and the precision pass."""
 
 from .bias_correction import BIAS_SAMPLES, BiasShifts, correct_biases, measure_shifts, spread
+from .quantized_model import QuantizedModel, quantized_model
 
-__all__ = ["BIAS_SAMPLES", "BiasShifts", "correct_biases", "measure_shifts", "spread"]
+__all__ = ["BIAS_SAMPLES", "BiasShifts", "QuantizedModel", "correct_biases", "measure_shifts", "quantized_model", "spread"]

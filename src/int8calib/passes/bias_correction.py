@@ -20,6 +20,7 @@ Only float biases change; weights and scales are those of the uncorrected model.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -27,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..runner.model import spill_tensor
 from ..util.log import logger, progress
 from ..writers.qdq import _Names, _constants, _drop_unused_initializers, node_id, quantize_per_channel, weight_axis
 
@@ -40,6 +42,9 @@ class BiasShifts:
 
     shifts: dict[str, np.ndarray] = field(default_factory=dict)
     samples: int = 0
+    high_precision: str = "fp32"  # the type the weight scales were rounded to (writers.float_types)
+    # max |x| of float tensors on the same samples, asked for with ``ranges_of`` (the FP16 rules)
+    ranges: dict[str, float] = field(default_factory=dict)
 
     def largest(self, count: int = 5) -> list[tuple[str, float]]:
         """The layers with the largest shift (max |shift| over channels), largest first."""
@@ -75,9 +80,10 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def weight_error(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
-    """Wq - W for the layer's weight, quantized exactly as :func:`~int8calib.writers.qdq.build_qdq` does."""
-    q, s = quantize_per_channel(w, weight_axis(node, 1, w.ndim))
+def weight_error(node: onnx.NodeProto, w: np.ndarray, high_precision: str = "fp32") -> np.ndarray:
+    """Wq - W for the layer's weight, quantized exactly as :func:`~int8calib.writers.qdq.build_qdq` does
+    (scales rounded to ``high_precision``'s type)."""
+    q, s = quantize_per_channel(w, weight_axis(node, 1, w.ndim), high_precision)
     axis = weight_axis(node, 1, w.ndim)
     shape = [1] * w.ndim
     if axis is not None:
@@ -85,10 +91,13 @@ def weight_error(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
     return (q.astype(np.float32) * s.reshape(shape) - w).astype(np.float32)
 
 
-def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
+def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_precision: str = "fp32",
+                spill: str | None = None) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
     """A copy of the float ``model`` with a twin per layer computing ``layer(x, Wq - W)``, averaged
     over every axis but the batch (0) and the channel: ``{node id: (mean [rows, C] output, shape of
-    the averaged view [rows, C, P] or [rows, P, C] output, the view's positions axis)}``."""
+    the averaged view [rows, C, P] or [rows, P, C] output, the view's positions axis)}``.
+    With ``spill`` (a folder), the weight errors of weights that stay in external data files go to
+    files there and are mapped, so the twins of a model over 2 GB do not hold a second copy in RAM."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -98,7 +107,11 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tup
     outputs: dict[str, tuple[str, str, int]] = {}
     for node in layers:
         nid = node_id(node)
-        dw = numpy_helper.from_array(weight_error(node, constants[node.input[1]]), fresh(f"{nid}_weight_error"))
+        w = constants[node.input[1]]
+        error = weight_error(node, w, high_precision)
+        name = fresh(f"{nid}_weight_error")
+        dw = spill_tensor(error, name, spill) if spill is not None and isinstance(w, np.memmap) else numpy_helper.from_array(error, name)
+        del error
         graph.initializer.append(dw)
         attrs = [a for a in node.attribute if not (node.op_type == "Gemm" and a.name == "beta")]
         twin_out = fresh(f"{nid}_weight_error_out")
@@ -143,17 +156,28 @@ def measure_shifts(
     providers: Sequence[str] | None = None,
     nodes: Iterable[str] | None = None,
     max_samples: int | None = BIAS_SAMPLES,
+    high_precision: str = "fp32",
+    ranges_of: Sequence[str] = (),
 ) -> BiasShifts:
-    """The mean output shift of every correctable layer (or of ``nodes``) on ``loader``'s first
-    ``max_samples`` samples, each position of each sample weighted alike."""
+    """The mean output shift of every correctable layer (or of ``nodes``; none with ``nodes=[]``)
+    on ``loader``'s first ``max_samples`` samples, each position of each sample weighted alike,
+    for weight scales rounded to ``high_precision``'s type. The same run records max |x| of the
+    float tensors ``ranges_of`` (what the FP16 rules of writers.precision need beyond the statistics)."""
+    layers = correctable_layers(model, nodes)
+    result = BiasShifts(high_precision=high_precision)
+    if not layers and not ranges_of:
+        return result
+    with tempfile.TemporaryDirectory(prefix="int8calib-shifts-") as spill:
+        return _measure(model, loader, providers, layers, max_samples, high_precision, ranges_of, spill, result)
+
+
+def _measure(model, loader, providers, layers, max_samples, high_precision, ranges_of, spill, result) -> BiasShifts:
     from ..runner import ActivationRunner
 
-    layers = correctable_layers(model, nodes)
-    result = BiasShifts()
-    if not layers:
-        return result
-    twins, names = shift_model(model, layers)
-    runner = ActivationRunner(twins, providers, [t for mean, shape, _ in names.values() for t in (mean, shape)])
+    twins, names = shift_model(model, layers, high_precision, spill)
+    ranges_of = list(dict.fromkeys(ranges_of))
+    runner = ActivationRunner(twins, providers, [t for mean, shape, _ in names.values() for t in (mean, shape)] + ranges_of)
+    top = dict.fromkeys(ranges_of, 0.0)
     sums = {nid: None for nid in names}
     counts = dict.fromkeys(names, 0)
     for batch in progress(loader, desc="bias correction", unit="batch"):
@@ -161,6 +185,9 @@ def measure_shifts(
             break
         rows = batch.n if max_samples is None else min(batch.n, max_samples - result.samples)
         values = runner.run(batch.feeds)
+        for t in ranges_of:
+            if values[t].size:
+                top[t] = max(top[t], float(np.abs(values[t][:rows] if values[t].ndim else values[t]).max()))
         for nid, (mean, shape, axis) in names.items():
             per_row, positions = values[mean], int(values[shape][axis])
             # rows past the batch's real samples are padding (a fixed batch axis); a layer whose
@@ -171,6 +198,9 @@ def measure_shifts(
             counts[nid] += taken.shape[0] * positions
         result.samples += rows
     result.shifts = {nid: (sums[nid] / counts[nid]).astype(np.float32) for nid in names if counts[nid]}
+    result.ranges = top
+    if not names:
+        return result
     logger.info("bias correction: weight-rounding shifts of %d layer(s) measured on %d sample(s)", len(result.shifts), result.samples)
     return result
 

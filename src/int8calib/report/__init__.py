@@ -60,9 +60,11 @@ def write_report(
     per_layer_sqnr: dict[str, float] | None = None,
     evaluation: dict | None = None,
     auto: dict | None = None,
+    precision: dict | None = None,
 ) -> None:
     """Write the HTML report for ``statistics`` to ``path`` (atomically); ``auto`` is what
-    ``--method auto`` measured (``MethodChoice.to_dict()``), shown as a table."""
+    ``--method auto`` measured (``MethodChoice.to_dict()``), shown as a table; ``precision`` how the
+    Q/DQ model written beside it types its float computation (``PrecisionSummary.to_dict()``)."""
     if chosen_method not in ranges_by_method:
         raise Int8CalibError(f"report: chosen method '{chosen_method}' has no ranges ({', '.join(ranges_by_method)})")
     if len(statistics) == 0:
@@ -77,7 +79,7 @@ def write_report(
         f"max/p99.99 > {ranking.TAIL_FLAG:g}, rounds to 0 > {ranking.UNDERFLOW_FLAG:.0%}, "
         f"SQNR < {ranking.SQNR_FLAG_DB:g} dB"
     )
-    page = render(summaries, flagged, images, colors, chosen_method, statistics.meta, evaluation, thresholds, auto)
+    page = render(summaries, flagged, images, colors, chosen_method, statistics.meta, evaluation, thresholds, auto, precision)
     write_text(path, page)
     logger.info("report: %d tensors -> %s (%.0f KB, %.1f s)", len(summaries), path, len(page) / 1024,
                 time.perf_counter() - start)

@@ -172,6 +172,19 @@ def _auto(choice: dict) -> str:
             f"samples (output '{_e(choice['output'])}'), best first.</p><table><tr>{head}</tr>{''.join(rows)}</table>")
 
 
+def _precision(record: dict) -> str:
+    """How the Q/DQ model types its float computation, and every node kept FP32 with its reason."""
+    low = str(record.get("high_precision", "fp32")).upper()
+    if low == "FP32":
+        return "<h2>Float computation of the Q/DQ model: FP32</h2>"
+    kept = record.get("fp32_nodes") or {}
+    rows = "".join(f"<tr><td>{_e(node)}</td><td>{_e(why)}</td></tr>" for node, why in kept.items())
+    table = f"<table><tr><th>kept FP32</th><th>why</th></tr>{rows}</table>" if rows else ""
+    return (f"<h2>Float computation of the Q/DQ model: INT8 + {_e(low)}</h2>"
+            f"<p class=\"meta\">{record.get('low_precision_nodes', 0)} nodes in {_e(low)}, {len(kept)} kept FP32, "
+            f"{record.get('casts_added', 0)} casts added.</p>{table}")
+
+
 def _key_values(items: dict) -> str:
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in items.items())
     return f"<table>{rows}</table>"
@@ -191,6 +204,7 @@ def render(
     evaluation: dict | None,
     thresholds: str,
     auto: dict | None = None,
+    precision: dict | None = None,
 ) -> str:
     methods = list(colors)
     index = {s.name: i for i, s in enumerate(summaries)}
@@ -198,7 +212,7 @@ def render(
     cards = "\n".join(_card(i, s, images[s.name], colors, chosen) for i, s in enumerate(summaries))
     header = {k: v for k, v in meta.items() if isinstance(v, (str, int, float)) and not k.endswith("sha256")}
     evaluation_html = f"<h2>Evaluation</h2>{_key_values(evaluation)}" if evaluation else ""
-    auto_html = _auto(auto) if auto else ""
+    auto_html = (_auto(auto) if auto else "") + (_precision(precision) if precision else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>int8calib report</title>
 <script>{ERROR_TRAP}</script><style>{CSS}</style></head>

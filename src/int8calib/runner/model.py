@@ -169,12 +169,82 @@ def _all_tensors(model: onnx.ModelProto):
                 graphs.extend(attr.graphs)
 
 
+def external_info(t: TensorProto) -> dict[str, str]:
+    return {e.key: e.value for e in t.external_data}
+
+
+def tensor_array(t: TensorProto) -> np.ndarray:
+    """The values of ``t``: a read-only memory map where it lies in an external data file
+    (tagged by :func:`load_model`), otherwise read from the proto."""
+    if t.data_location != TensorProto.EXTERNAL:
+        return onnx.numpy_helper.to_array(t)
+    info = external_info(t)
+    if FOLDER_KEY not in info:
+        raise Int8CalibError(f"initializer '{t.name}': external data without its folder (load the model with load_model)")
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+    shape = tuple(int(d) for d in t.dims)
+    count = int(np.prod(shape, dtype=np.int64))
+    if count == 0:
+        return np.zeros(shape, dtype)
+    mapped = np.memmap(Path(info[FOLDER_KEY]) / info["location"], dtype=dtype, mode="r",
+                       offset=int(info.get("offset", 0)), shape=shape)
+    return mapped if mapped.nbytes >= 4096 else np.array(mapped)  # small ones: read (memmap scalars lose their shape)
+
+
+def refer_to_file(t: TensorProto, location: str, offset: int, length: int, folder: str | Path | None = None) -> None:
+    """Make ``t`` an external tensor at ``location`` (relative to the model, or to ``folder``, which
+    is then recorded under :data:`FOLDER_KEY`), dropping any values it held."""
+    for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+        t.ClearField(name)
+    del t.external_data[:]
+    t.data_location = TensorProto.EXTERNAL
+    entries = {"location": location, "offset": str(offset), "length": str(length)}
+    if folder is not None:
+        entries[FOLDER_KEY] = str(Path(folder).resolve())
+    for key, value in entries.items():
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def spill_tensor(values: np.ndarray, name: str, folder: str | Path) -> TensorProto:
+    """An initializer whose ``values`` are written to a file of their own in ``folder`` (which
+    must outlive its use) and mapped from there, instead of being held in memory."""
+    values = np.ascontiguousarray(values)
+    filename = f"{len(list(Path(folder).iterdir()))}.bin"
+    values.tofile(Path(folder) / filename)
+    t = TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype), dims=values.shape)
+    refer_to_file(t, filename, 0, values.nbytes, folder)
+    return t
+
+
+def external_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """{initializer: memory map} of the graph's initializers that stay in external data files."""
+    return {t.name: tensor_array(t) for t in model.graph.initializer
+            if t.data_location == TensorProto.EXTERNAL and FOLDER_KEY in external_info(t)}
+
+
+def has_low_precision_qdq(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` has Q/DQ nodes with float16 / bfloat16 scales (an INT8 + FP16 model)."""
+    low = {i.name for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)}
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1 and n.input[1] in low
+               for n in model.graph.node)
+
+
 def uses_external_data(model: onnx.ModelProto) -> bool:
     return any(t.data_location == TensorProto.EXTERNAL for t in _all_tensors(model))
 
 
+# Initializers left in their external data file carry its folder under this key (ONNX Runtime ignores
+# keys it does not know, onnx's own readers refuse absolute locations): tensor_array() and the runner
+# read them where they lie, and write_model() copies them, so a model over 2 GB is never held twice.
+FOLDER_KEY = "int8calib_folder"
+
+
 def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file, raising a one-line error naming it when it is not a usable model."""
+    """Load an ONNX file, raising a one-line error naming it when it is not a usable model.
+
+    With ``load_external_data=False`` external initializers stay on disk, each tagged with its
+    folder (:data:`FOLDER_KEY`): :func:`tensor_array` maps them on demand."""
     path = Path(path)
     if not path.is_file():
         raise Int8CalibError(f"{path}: model file not found" if not path.exists() else f"{path}: not a model file")
@@ -185,6 +255,12 @@ def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelP
     if not model.graph.node:
         raise Int8CalibError(f"{path}: not an ONNX model (no graph nodes)")
     external = external_data_files(model, path)
+    if external and not load_external_data:
+        folder = str(path.resolve().parent)
+        for t in _all_tensors(model):
+            if t.data_location == TensorProto.EXTERNAL and not any(e.key == FOLDER_KEY for e in t.external_data):
+                entry = t.external_data.add()
+                entry.key, entry.value = FOLDER_KEY, folder
     if external and load_external_data:
         from onnx.external_data_helper import load_external_data_for_model
 

@@ -13,7 +13,7 @@ from ..errors import Int8CalibError
 from ..util.log import logger
 from .blocked import blocked_model
 from .model import (
-    calibratable_tensors, derivable_tensors, infer_types, input_dependencies, load_model, model_inputs, uses_external_data,
+    calibratable_tensors, derivable_tensors, external_arrays, has_low_precision_qdq, infer_types, input_dependencies, load_model, model_inputs, uses_external_data,
 )
 
 
@@ -90,18 +90,26 @@ class ActivationRunner:
         # would otherwise be fresh pages, and the page faults cost more CPU than the
         # inference itself (measured: 2x CPU per batch on EfficientNet-Lite0). The
         # arena is bounded by the largest step, which --max-memory caps.
-        if self.model_path is not None:
-            # The serialised graph below has no path; external data resolves against the model's folder.
-            options.add_session_config_entry(
-                "session.model_external_initializers_file_folder_path", str(self.model_path.resolve().parent)
-            )
+        # Initializers still in external data files (the model's, or those a rewritten copy refers to)
+        # are handed to ONNX Runtime as memory maps: nothing is read twice, and a copy of the graph
+        # made in memory (Q/DQ candidates, bias-correction twins) runs without its weights in RAM.
+        self._external = external_arrays(proto)
+        if self._external:
+            options.add_external_initializers(
+                list(self._external), [ort.OrtValue.ortvalue_from_numpy(a) for a in self._external.values()])
+        # ONNX Runtime 1.32's Q/DQ fusions (on from ORT_ENABLE_BASIC up) compute INT8 + FP16 models
+        # wrongly on the CPU (EfficientNet-Lite0: -9.6 dB against 21.0 dB with them off, docs/qdq.md);
+        # without them Q/DQ run as written, which is how TensorRT's arithmetic is emulated anyway.
+        low_qdq = has_low_precision_qdq(proto)
+        if low_qdq:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
         self.any_layout = any_layout
         self._options = options
         self._exposed_bytes = _expose(proto, self.exposed).SerializeToString()
         # {exposed name: (output name, channels)} for tensors read in the blocked layout
         self.blocked: dict[str, tuple[str, int]] = {}
         # Only convolutions run blocked: other models skip the extra optimisation pass.
-        blockable = any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto)
+        blockable = any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto) and not low_qdq
         blockable = blockable and any(n.op_type == "Conv" and n.domain in ("", "ai.onnx") for n in proto.graph.node)
         if not (blockable and self._start_blocked()):
             self._start(self._exposed_bytes)

@@ -3,11 +3,11 @@
 * TensorRT < 10.1, int8 or best: the ONNX model as it is, INT8 (and FP16) builder flags
   with precision constraints preferred, and an int8calib calibrator attached (implicit
   quantization; the calibrator reads ``--cache`` when it is valid).
-* TensorRT >= 10.1 (deprecated calibrators) and 11 (removed them), int8: int8calib
-  computes the ranges with ONNX Runtime (or reads them from ``--cache``), writes a Q/DQ
-  model (:func:`int8calib.writers.qdq.insert_qdq`) and TensorRT builds it strongly typed.
-  ``best`` keeps the Q/DQ model but builds weakly typed with FP16 allowed, so the layers
-  left in float may run in FP16, where the TensorRT version still has that flag.
+* TensorRT >= 10.1 (deprecated calibrators) and 11 (removed them), int8 or best: int8calib
+  computes the ranges with ONNX Runtime (or reads them from ``--cache``) and writes the Q/DQ
+  model ``calibrate --qdq`` writes: INT8 where Q/DQ is, FP16 (``high_precision``) elsewhere,
+  FP32 only where its ranges need it (:mod:`int8calib.writers.precision`); TensorRT builds it
+  strongly typed, so the graph's types are the engine's and no precision flag is set.
 * fp32 / fp16: no calibration.
 
 The engine's layer precisions are summarised from TensorRT's engine inspector.
@@ -16,6 +16,7 @@ The engine's layer precisions are summarised from TensorRT's engine inspector.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ def build_engine(
     workspace_gib: float | None = None,
     backend=None,
     trt=None,
+    high_precision: str = "fp16",
     **method_params,
 ) -> BuildResult:
     """Build ``model`` into a serialized TensorRT engine at ``output``.
@@ -89,14 +91,15 @@ def build_engine(
     _warn_slow_precision(builder, precision)
 
     model = Path(model)
-    strongly_typed = route == "qdq" and not (precision == "best" and _flag(trt, "FP16") is not None)
+    strongly_typed = route == "qdq"
     calibration = ""
-    if route == "qdq":
-        amax, calibration = _ranges(model, data, cache, preprocess, method, batch_size, shuffle, skip_bad_images, **method_params)
-        onnx_bytes = _qdq_model_bytes(model, amax)
-    else:
-        onnx_bytes = model.read_bytes()
-    network, parser = _trt.parse_onnx(trt, builder, trt_logger, onnx_bytes, model, strongly_typed)  # noqa: F841 (parser owns the weights)
+    with tempfile.TemporaryDirectory(prefix="int8calib-build-") as folder:
+        parsed = model
+        if route == "qdq":
+            parsed = Path(folder) / (model.stem + ".qdq.onnx")  # external data, if any, beside it
+            calibration = _write_qdq_model(model, parsed, data, cache, preprocess, method, batch_size, shuffle,
+                                           skip_bad_images, high_precision, **method_params)
+        network, parser = _trt.parse_onnx(trt, builder, trt_logger, parsed.read_bytes(), parsed, strongly_typed)  # noqa: F841 (parser owns the weights)
 
     config = builder.create_builder_config()
     if hasattr(trt, "ProfilingVerbosity"):
@@ -170,31 +173,23 @@ def _warn_slow_precision(builder, precision: str) -> None:
             )
 
 
-def _ranges(model, data, cache, preprocess, method, batch_size, shuffle, skip_bad_images, **method_params):
-    """{tensor: amax} for the Q/DQ model: from the data (reusing a valid cache) or the cache alone."""
+def _write_qdq_model(model, path, data, cache, preprocess, method, batch_size, shuffle, skip_bad_images, high_precision,
+                     **method_params) -> str:
+    """Write the Q/DQ model to ``path``, from the data (reusing a valid cache) or the cache alone;
+    returns how its ranges were obtained."""
     from ..api import calibrate
-    from ..writers.cache import read_cache
+    from ..cachefiles.to_qdq import quantize_from_cache
+    from ..writers.precision import PrecisionOptions
 
     if data is None:
-        parsed = read_cache(cache)
-        logger.info("ranges from %s (%s, %d tensors)", cache, parsed.algorithm, len(parsed.scales))
-        return parsed.amax, f"{parsed.algorithm} ranges from {cache}"
+        imported = quantize_from_cache(model, cache, path, lowering=PrecisionOptions(high_precision))
+        return f"{imported.source.header or 'ranges'} from {cache}"
     result = calibrate(
         model=model, data=data, preprocess=preprocess, method=method, batch_size=batch_size, cache=cache,
-        shuffle=shuffle, skip_bad_images=skip_bad_images, **method_params,
+        shuffle=shuffle, skip_bad_images=skip_bad_images, qdq=path, high_precision=high_precision, **method_params,
     )
     how = "from the cache" if result.from_cache else f"on {result.samples} samples"
-    return result.amax, f"int8calib {method} ranges {how}"
-
-
-def _qdq_model_bytes(model: Path, amax: Mapping[str, float]) -> bytes:
-    try:
-        from ..writers.qdq import insert_qdq
-    except ImportError as exc:
-        raise Int8CalibError(f"this int8calib has no Q/DQ writer ({exc}); use --implicit with TensorRT < 11") from None
-    from ..runner.model import load_model
-
-    return insert_qdq(load_model(model), amax, precision="int8").SerializeToString()
+    return f"int8calib {method} ranges {how}"
 
 
 def _input_shapes(network, calibrator, shapes, model, data, preprocess, batch_size) -> dict[str, tuple[int, ...]]:

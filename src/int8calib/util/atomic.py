@@ -10,7 +10,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 
 def _read_umask() -> int:
@@ -24,8 +24,10 @@ _UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary sibling of ``path``; on clean exit it replaces ``path``."""
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
+                check: "Callable[[str], None] | None" = None) -> Iterator[IO]:
+    """Open a temporary sibling of ``path``; on clean exit it replaces ``path`` (after ``check``
+    passes on the complete temporary file, when given)."""
     path = Path(path)
     binary = "b" in mode
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
@@ -37,6 +39,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             # TensorRT build running as another user).
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -40,6 +40,8 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import Int8CalibError
 from ..util.atomic import write_bytes
 from ..util.log import logger
+from ..runner.model import FOLDER_KEY, tensor_array
+from .float_types import scale_values
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -90,10 +92,12 @@ def weight_axis(node: onnx.NodeProto, input_index: int, rank: int) -> int | None
     return rank - 1 if input_index == 1 else rank - 2
 
 
-def quantize_per_channel(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+def quantize_per_channel(w: np.ndarray, axis: int | None, high_precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """(int8 weights, float32 scales) with scale = max |w| / 127 over each channel of ``axis``.
 
-    An all-zero channel gets scale 1 (any positive scale reproduces zeros exactly).
+    An all-zero channel gets scale 1 (any positive scale reproduces zeros exactly). The scales
+    are rounded to the type ``high_precision`` stores them in (:func:`float_types.scale_values`)
+    before the weights are rounded with them, so the int8 values fit the scales written.
     """
     w = np.asarray(w, dtype=np.float32)
     if axis is None:
@@ -103,6 +107,7 @@ def quantize_per_channel(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, n
         amax = np.abs(w).max(axis=other).astype(np.float32)
     scale = (amax / np.float32(127)).astype(np.float32)
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    scale = scale_values(scale, high_precision, weights=True)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
@@ -134,7 +139,7 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     out = {}
     for init in graph.initializer:
         if init.name not in fed and init.data_type == TensorProto.FLOAT:
-            out[init.name] = numpy_helper.to_array(init)
+            out[init.name] = tensor_array(init)  # a memory map where the weights stay in an external file
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             value = numpy_helper.to_array(node.attribute[0].t)
@@ -187,6 +192,7 @@ def build_qdq(
     exclude_op_types: Iterable[str] = (),
     keep_float: Iterable[str] = (),
     scales: Mapping[str, float] | None = None,
+    high_precision: str = "fp32",
 ) -> tuple[onnx.ModelProto, QdqSummary]:
     """A copy of ``model`` with Q/DQ nodes, and what was done.
 
@@ -194,6 +200,8 @@ def build_qdq(
     op types kept in float; ``keep_float`` node ids kept in float by mixed precision.
     ``scales`` gives float32 activation scales to write as they are, bit for bit, instead
     of ``amax / 127`` (a calibration cache's own numbers); ``amax`` must still hold those tensors.
+    Every scale is rounded to the type ``high_precision`` (fp32, fp16, bf16) will store it in, so
+    :func:`writers.precision.lower_precision` converts them exactly; the model is still float32.
     """
     scales = scales or {}
     try:
@@ -288,7 +296,8 @@ def build_qdq(
         if key not in replaced:
             if kind == "act":
                 value = scales[tensor] if tensor in scales else amax[tensor] / 127.0
-                scale = numpy_helper.from_array(np.array(value, np.float32), fresh(f"{tensor}_scale"))
+                value = scale_values(np.array(value, np.float32), high_precision)
+                scale = numpy_helper.from_array(value, fresh(f"{tensor}_scale"))
                 zp = scalar_zero
                 q_out, dq_out = fresh(f"{tensor}_QuantizeLinear"), fresh(f"{tensor}_DequantizeLinear")
                 pair = [
@@ -299,7 +308,7 @@ def build_qdq(
                 (after.setdefault(tensor, []) if tensor in producer else head).extend(pair)
                 summary.activations.append(tensor)
             else:
-                q, s = quantize_per_channel(constants[tensor], axis)
+                q, s = quantize_per_channel(constants[tensor], axis, high_precision)
                 qw = numpy_helper.from_array(q, fresh(f"{tensor}_int8"))
                 scale = numpy_helper.from_array(s if axis is not None else s.reshape(()), fresh(f"{tensor}_scale"))
                 zp = scalar_zero if axis is None else numpy_helper.from_array(np.zeros(s.size, np.int8), fresh(f"{tensor}_zero_point"))
@@ -360,21 +369,76 @@ def insert_qdq(
     return qdq
 
 
-def check(model: onnx.ModelProto) -> None:
-    """The full ONNX check (with shape inference); raises Int8CalibError on failure."""
+def check(model: "onnx.ModelProto | str") -> None:
+    """The full ONNX check (with shape inference) of a model or a model file; raises Int8CalibError on failure."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise Int8CalibError(f"the written model fails the ONNX check: {str(exc).splitlines()[0]}") from None
 
 
-def write_model(path: str | Path, model: onnx.ModelProto) -> None:
-    """Check ``model`` and write it atomically (a single file: models over 2 GB are refused)."""
-    size = model.ByteSize()
-    if size > _PROTOBUF_LIMIT:
-        raise Int8CalibError(
-            f"{path}: the model is {size / 2**30:.1f} GiB, over protobuf's 2 GiB limit; "
-            "models with external data are not supported by --qdq yet"
-        )
-    check(model)
-    write_bytes(path, model.SerializeToString())
+def write_model(path: str | Path, model: onnx.ModelProto, external_data: bool = False) -> None:
+    """Check ``model`` and write it atomically: one file, or the graph plus ``<name>.data`` beside it
+    when ``external_data`` is asked for (the source model had it), any weight still lies in an
+    external file or the model is over protobuf's 2 GB."""
+    from ..runner.model import uses_external_data
+
+    if not external_data and not uses_external_data(model) and model.ByteSize() <= _PROTOBUF_LIMIT:
+        check(model)
+        write_bytes(path, model.SerializeToString())
+        return
+    write_with_external_data(path, model)
+
+
+EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the graph (scales, zero points, shapes)
+_ALIGN = 4096  # tensor offsets on page boundaries, so readers can map them
+_CHUNK = 16 << 20
+
+
+def write_with_external_data(path: str | Path, model: onnx.ModelProto) -> None:
+    """The graph to ``path`` and every initializer of ``EXTERNAL_MIN_BYTES`` or more to ``<name>.data``,
+    streamed one tensor at a time: those still in the source model's data file are copied from it
+    in chunks, never loaded. ``model`` is changed in place (its tensors now refer to the new file).
+    The data file is written (atomically) before the graph, so the graph never names missing data."""
+    from ..runner.model import refer_to_file
+    from ..util.atomic import atomic_open
+
+    path = Path(path)
+    data_name = path.name + ".data"
+    with atomic_open(path.with_name(data_name), "wb") as out:
+        for t in model.graph.initializer:
+            info = {e.key: e.value for e in t.external_data}
+            if t.data_location == TensorProto.EXTERNAL:
+                if FOLDER_KEY not in info:
+                    raise Int8CalibError(f"{path}: initializer '{t.name}' refers to external data of unknown origin")
+                source, start, length = Path(info[FOLDER_KEY]) / info["location"], int(info.get("offset", 0)), info.get("length")
+                length = int(length) if length is not None else source.stat().st_size - start
+                offset = _pad(out)
+                with open(source, "rb") as f:
+                    f.seek(start)
+                    left = length
+                    while left:
+                        chunk = f.read(min(_CHUNK, left))
+                        if not chunk:
+                            raise Int8CalibError(f"{source}: external data of '{t.name}' ends early")
+                        out.write(chunk)
+                        left -= len(chunk)
+            else:
+                data = numpy_helper.to_array(t)
+                if data.nbytes < EXTERNAL_MIN_BYTES or t.data_type == TensorProto.STRING:
+                    continue
+                offset, length = _pad(out), data.nbytes
+                out.write(np.ascontiguousarray(data).tobytes())
+            refer_to_file(t, data_name, offset, length)
+    # onnx checks external tensors against their files, so the graph is checked where it will lie
+    with atomic_open(path, "wb", check=check) as out:
+        out.write(model.SerializeToString())
+
+
+def _pad(f) -> int:
+    """Pad ``f`` to the next ``_ALIGN`` boundary; returns the offset."""
+    here = f.tell()
+    gap = -here % _ALIGN
+    if gap:
+        f.write(b"\0" * gap)
+    return here + gap
