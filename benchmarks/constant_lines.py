@@ -19,7 +19,7 @@ from pathlib import Path
 
 import int8calib
 from int8calib.cachefiles.inspect import inspect
-from int8calib.runner.model import load_model
+from int8calib.runner.model import load_model, tensor_array
 from int8calib.stats.constants import constant_statistics
 from real_models import model_file, text_lines, token_files
 
@@ -45,9 +45,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, model, data, preprocess in models(Path(tmp), args.samples):
             proto = load_model(model, load_external_data=False)
-            constant_statistics(proto, str(model.parent))  # the histogram kernel compiled, as after a calibration pass
+            constant_statistics(proto, tensor_array)  # the histogram kernel compiled, as after a calibration pass
             start = time.perf_counter()
-            constants = constant_statistics(proto, str(model.parent))
+            constants = constant_statistics(proto, tensor_array)
             seconds = time.perf_counter() - start
             unranged = []
             for version in (8601, 101303):

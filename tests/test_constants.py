@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from int8calib.stats import merge
@@ -46,7 +47,7 @@ def mixed_model():
 
 def test_constant_operands_are_those_of_matmul_gemm_and_elementwise_layers():
     model, init = mixed_model()
-    values = constant_operands(model)
+    values = dict(constant_operands(model))
     assert list(values) == ["W_output", "gemm.B_output", "gemm.C_output", "half_output", "two_fp16_output"]
     np.testing.assert_array_equal(values["W_output"], init["W"].astype(np.float32).reshape(-1))
     assert values["half_output"].tolist() == [-0.5] and values["two_fp16_output"].dtype == np.float32
@@ -61,3 +62,17 @@ def test_constant_statistics_hold_each_constant_once_and_merge_keeps_one_copy():
     assert gemm_b.trt is not None and gemm_b.trt.total == 9 and gemm_b.trt.first_max == gemm_b.amax
     merged = merge(stats, constant_statistics(model))  # two shards of one calibration: the weights did not change
     assert merged["gemm.B_output"].total == 9 and merged["gemm.B_output"].trt.total == 9
+
+
+def test_constants_of_an_external_data_model_are_read_where_they_lie(tmp_path):
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from int8calib.runner.model import load_model, tensor_array
+
+    model, _ = mixed_model()
+    inside = constant_statistics(model)
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.data", size_threshold=0)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    outside = constant_statistics(load_model(tmp_path / "m.onnx", load_external_data=False), tensor_array)
+    assert list(outside.tensors) == list(inside.tensors)
+    assert all(np.array_equal(outside[n].counts, inside[n].counts) and outside[n].amax == inside[n].amax for n in inside)

@@ -155,26 +155,21 @@ def test_glibc_rand_matches_the_c_library():
     assert glibc_rand(1, 5).tolist() == [1804289383, 846930886, 1681692777, 1714636915, 1957747793]
 
 
-@pytest.fixture(scope="module")
-def cookbook_weights() -> np.ndarray:
-    return cookbook_8_6_weights()
-
-
 @pytest.mark.parametrize("layer, count, written", COOKBOOK_8_6_CONSTANTS[1:])
-def test_tensorrt_8_6_constant_layers(cookbook_weights, layer, count, written):
+def test_tensorrt_8_6_constant_layers(layer, count, written):
     """TensorRT calibrates constants like activations (one batch). The 10-value tensor keeps all 2048 bins too."""
     collector = StatsCollector()
-    collector.collect({f"(Unnamed Layer* {layer}) [Constant]_output": cookbook_weights[:count]})
+    collector.collect({f"(Unnamed Layer* {layer}) [Constant]_output": cookbook_8_6_weights()[:count]})
     stats = collector.result()
     assert scale_hex(compute_amax("entropy2", stats[f"(Unnamed Layer* {layer}) [Constant]_output"])) == written
 
 
-def test_tensorrt_8_6_constant_lines_from_calibrate(tmp_path, cookbook_weights):
+def test_tensorrt_8_6_constant_lines_from_calibrate(tmp_path):
     """``calibrate`` computes every Constant line of the 8.6 cookbook cache bit for bit from the weights.
     Under a 10.x header they are named ``<initializer>_output``; TensorRT 8.6 numbered them, which only
     its parser knows (``complete-cache`` writes those names: tests/test_complete_cache.py). The data is
     the stand-in's own (the cookbook's activations come from its random convolutions)."""
-    w7, b9, w12, b14 = (cookbook_weights[:n] for _, n, _ in COOKBOOK_8_6_CONSTANTS)
+    w7, b9, w12, b14 = (cookbook_8_6_weights()[:n] for _, n, _ in COOKBOOK_8_6_CONSTANTS)
     model = save_model(
         tmp_path / "fc.onnx",
         [helper.make_node("MatMul", ["flat", "fc1.w"], ["mm8"]), helper.make_node("Add", ["mm8", "fc1.b"], ["add10"]),

@@ -33,6 +33,7 @@ from .result import CalibrationResult
 from .runner import ActivationRunner, RunnerSpec
 from .runner.model import InputInfo, calibratable_tensors, load_model, model_fingerprint
 from .sources import FeedDictSource, Sample, resolve
+from .stats.histogram import CONSTANTS_META
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, CalibrationCache, format_cache, parse_cache, warn_zero_tensors
 from .writers.provenance import check_output, provenance_dict, write_with_sidecar
@@ -312,7 +313,7 @@ def run_calibrator(
         raise Int8CalibError("no calibration sample could be loaded")
     amax = compute_ranges(calibrator.method, stats, **{**calibrator.method_params, **method_params})
     warn_zero_tensors(amax)
-    constants = stats.meta.get("constants", ())
+    constants = stats.meta.get(CONSTANTS_META, ())
     calibrator.write_calibration_cache(format_cache(amax, calibrator.get_algorithm(), trt_version, constants).encode())
     return CalibrationResult(
         amax, calibrator.method, calibrator.get_algorithm(), stats, False, stats.meta.get("samples", 0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .stats.histogram import Statistics
+from .stats.histogram import CONSTANTS_META, Statistics
 
 
 @dataclass
@@ -28,4 +28,4 @@ class CalibrationResult:
     @property
     def constants(self) -> list[str]:
         """The tensors of ``amax`` that are the model's constants under TensorRT 10's names (stats.constants)."""
-        return list(self.statistics.meta.get("constants", ())) if self.statistics is not None else []
+        return list(self.statistics.meta.get(CONSTANTS_META, ())) if self.statistics is not None else []

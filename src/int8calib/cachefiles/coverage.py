@@ -41,13 +41,14 @@ def unranged_tensors(model: "onnx.ModelProto", scales: Mapping[str, float], head
 
     from ..runner.model import calibratable_tensors
     from ..stats.constants import constant_inputs
+    from ..writers.cache import names_constants
     from .read import model_names, match_names
 
     activations = set(calibratable_tensors(model))
     tensors, constants = model_names(model)
     match = match_names(scales, tensors, constants)
     ranged = {t for t, s in match.scales.items() if math.isfinite(s)}
-    numbered = header_version is not None and header_version < 100000  # TensorRT 8.x or older
+    numbered = header_version is not None and not names_constants(header_version)  # TensorRT 8.x or older
     if not numbered:  # TensorRT 10's <constant>_output; an 8.x network has no tensor of that name
         ranged |= {c for c in match.constants if math.isfinite(scales[c])}
     unnamed = sum(1 for n in scales if n.startswith("(Unnamed Layer") and n.endswith("[Constant]_output"))

@@ -52,10 +52,10 @@ def gather_statistics(
 
 def with_constants(stats: Statistics, model: "str | Path", trt_histograms: bool = True) -> Statistics:
     """``stats`` plus the statistics of the model file's constants TensorRT calibrates (those it lacks)."""
-    from ..runner import load_model
+    from ..runner.model import load_model, tensor_array
     from ..stats.constants import CONSTANTS_META, constant_statistics
 
-    constants = constant_statistics(load_model(model, load_external_data=False), str(Path(model).parent), trt_histograms)
+    constants = constant_statistics(load_model(model, load_external_data=False), tensor_array, trt_histograms)
     added = {name: h for name, h in constants.tensors.items() if name not in stats.tensors}
     meta = stats.meta | {CONSTANTS_META: list(dict.fromkeys([*stats.meta.get(CONSTANTS_META, ()), *added]))}
     return Statistics(stats.tensors | added, meta)

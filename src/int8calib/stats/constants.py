@@ -16,16 +16,16 @@ normalisation scales, gather tables, shapes) become weights, not tensors, and ge
 (the MPNet cache has none for its LayerNorm and embedding weights).
 
 A constant is the same in every batch, so it is histogrammed once; ``Statistics.meta
-["constants"]`` lists these tensors so merging shards keeps one copy instead of adding them.
+[CONSTANTS_META]`` lists these tensors so merging shards keeps one copy instead of adding them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from .histogram import Statistics
+from .histogram import CONSTANTS_META, Statistics
 
 if TYPE_CHECKING:
     import onnx
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 # ONNX ops whose constant operands TensorRT's parser makes Constant layers of (MatrixMultiply and
 # ElementWise layers read tensors; Gemm is a MatrixMultiply plus a bias add).
 CONSTANT_CONSUMERS = frozenset({"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"})
-CONSTANTS_META = "constants"
 
 
 def constant_tensor_name(constant: str) -> str:
@@ -68,24 +67,23 @@ def constant_inputs(model: "onnx.ModelProto") -> "list[tuple[str, str, onnx.Node
     return list(found.values())
 
 
-def constant_operands(model: "onnx.ModelProto", base_dir: str = "") -> dict[str, np.ndarray]:
-    """{TensorRT 10 tensor name: float32 values} of :func:`constant_inputs`; ``base_dir`` holds external data."""
+def constant_operands(model: "onnx.ModelProto", array: "Callable | None" = None) -> "Iterator[tuple[str, np.ndarray]]":
+    """(TensorRT 10 tensor name, float32 values) of each of :func:`constant_inputs`, one at a time;
+    ``array`` reads a TensorProto (default ``numpy_helper.to_array``; the runner's maps external data)."""
     from onnx import numpy_helper
 
     constants = float_constants(model)
-    return {
-        trt_name: numpy_helper.to_array(constants[name], base_dir).astype(np.float32).reshape(-1)
-        for trt_name, name, _ in constant_inputs(model)
-    }
+    for trt_name, name, _ in constant_inputs(model):
+        yield trt_name, np.asarray((array or numpy_helper.to_array)(constants[name]), np.float32).reshape(-1)
 
 
-def constant_statistics(model: "onnx.ModelProto", base_dir: str = "", trt_histograms: bool = True) -> Statistics:
+def constant_statistics(model: "onnx.ModelProto", array: "Callable | None" = None, trt_histograms: bool = True) -> Statistics:
     """The statistics of :func:`constant_operands`, one batch each (TensorRT's histogram starting at its max)."""
     from .collector import StatsCollector
 
-    values = constant_operands(model, base_dir)
     collector = StatsCollector(trt_histograms=trt_histograms)
-    for name, value in values.items():  # one calibration batch per constant: each histogram starts at its own max
-        collector.collect({name: value})
-    stats = collector.result()
-    return Statistics(stats.tensors, {CONSTANTS_META: list(values)})
+    names = []
+    for name, values in constant_operands(model, array):  # one calibration batch per constant
+        collector.collect({name: values})
+        names.append(name)
+    return Statistics(collector.result().tensors, {CONSTANTS_META: names})

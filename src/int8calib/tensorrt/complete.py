@@ -147,14 +147,14 @@ class _OnnxConstants:
             self.by_size.setdefault(size, []).append((name, tensor))
 
     def describe(self, values: np.ndarray) -> str:
-        from onnx import numpy_helper
+        from ..runner.model import tensor_array
 
         candidates = self.by_size.get(values.size, [])
         if not candidates:
             return ""
         ordered = np.sort(values)
         for name, tensor in candidates:
-            if np.array_equal(np.sort(numpy_helper.to_array(tensor).astype(np.float32).reshape(-1)), ordered):
+            if np.array_equal(np.sort(np.asarray(tensor_array(tensor), np.float32).reshape(-1)), ordered):
                 return f" of the ONNX constant '{name}'"
         return ""
 
@@ -177,7 +177,7 @@ def complete_cache(model, cache, output=None, method: str | None = None, trt=Non
     method = method or method_of_algorithm(parsed.algorithm)
     trt_logger = trt.Logger(trt.Logger.WARNING)
     network, parser = _trt.parse_onnx(trt, trt.Builder(trt_logger), trt_logger, model.read_bytes(), model)  # noqa: F841
-    completion = complete_ranges(trt, network, parsed.amax, method, load_model(model), **method_params)
+    completion = complete_ranges(trt, network, parsed.amax, method, load_model(model, load_external_data=False), **method_params)
     completion.log()
     text = cache.read_bytes()
     text += b"" if text.endswith(b"\n") else b"\n"
