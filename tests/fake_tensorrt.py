@@ -99,14 +99,43 @@ def make(version: str = "10.0.1", calibrators: bool = True, fast_int8: bool = Tr
 
     trt.Logger = Logger
 
+    # Data types as numpy dtypes (the real DataType is an enum): what tensors of this stand-in carry.
+    trt.DataType = types.SimpleNamespace(FLOAT=np.dtype(np.float32), HALF=np.dtype(np.float16),
+                                         INT32=np.dtype(np.int32), INT64=np.dtype(np.int64), BOOL=np.dtype(np.bool_))
+    trt.LayerType = enum.Enum("LayerType", "CONSTANT SHUFFLE IDENTITY CONVOLUTION ACTIVATION POOLING MATRIX_MULTIPLY "
+                                           "ELEMENTWISE SOFTMAX TOPK UNARY")
+
     class Tensor:
         def __init__(self, name, shape, dtype):
             self.name, self.shape, self.dtype = name, shape, dtype
+            self.dynamic_range = None
+
+        def set_dynamic_range(self, low, high):
+            self.dynamic_range = (low, high)
+            return True
+
+    trt.ITensor = Tensor
+
+    class Layer:
+        def __init__(self, type_, name, inputs, outputs, weights=None):
+            self.type, self.name, self.inputs, self.outputs = type_, name, inputs, outputs
+            if weights is not None:
+                self.weights = weights
+
+        num_inputs = property(lambda self: len(self.inputs))
+        num_outputs = property(lambda self: len(self.outputs))
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+        def get_output(self, i):
+            return self.outputs[i]
 
     class Network:
         def __init__(self, flags):
             self.flags = flags
             self.inputs = []
+            self.layers = []
 
         @property
         def num_inputs(self):
@@ -114,6 +143,21 @@ def make(version: str = "10.0.1", calibrators: bool = True, fast_int8: bool = Tr
 
         def get_input(self, i):
             return self.inputs[i]
+
+        @property
+        def num_layers(self):
+            return len(self.layers)
+
+        def get_layer(self, i):
+            return self.layers[i]
+
+        def add_layer(self, type_, shown, name, inputs, outputs, weights=None):
+            """A layer as TensorRT names it: unnamed layers are '(Unnamed Layer* N) [Type]', outputs
+            '<layer>_output' unless given (the ONNX parser names them after the ONNX tensors)."""
+            name = name or f"(Unnamed Layer* {len(self.layers)}) [{shown}]"
+            outputs = [o if isinstance(o, Tensor) else Tensor(o or f"{name}_output", (), np.dtype(np.float32)) for o in outputs]
+            self.layers.append(Layer(type_, name, inputs, outputs, weights))
+            return self.layers[-1]
 
     class Profile:
         def __init__(self):
@@ -200,6 +244,7 @@ def make(version: str = "10.0.1", calibrators: bool = True, fast_int8: bool = Tr
             self.network.onnx_model = model
             if "QuantizeLinear" in self.network.model_ops:
                 self.network.model_ops.add("INT8")
+            parse_layers(trt, self.network, model)
             return True
 
         def get_error(self, i):
@@ -261,3 +306,72 @@ def calibrate(trt, calibrator, shapes: dict, dtypes: dict) -> dict[str, float]:
     calibrator.write_calibration_cache(memoryview(("\n".join(lines) + "\n").encode()))
     trt.calls.append(("write_calibration_cache", True))
     return seen
+
+
+# ONNX op -> (TensorRT layer type, the name TensorRT shows in '(Unnamed Layer* N) [...]')
+_LAYERS = {
+    "Conv": ("CONVOLUTION", "Convolution"), "Relu": ("ACTIVATION", "Activation"), "Clip": ("ACTIVATION", "Activation"),
+    "Sigmoid": ("ACTIVATION", "Activation"), "MaxPool": ("POOLING", "Pooling"), "AveragePool": ("POOLING", "Pooling"),
+    "GlobalAveragePool": ("POOLING", "Pooling"), "Reshape": ("SHUFFLE", "Shuffle"), "Flatten": ("SHUFFLE", "Shuffle"),
+    "Transpose": ("SHUFFLE", "Shuffle"), "MatMul": ("MATRIX_MULTIPLY", "Matrix Multiply"),
+    "Gemm": ("MATRIX_MULTIPLY", "Matrix Multiply"), "Softmax": ("SOFTMAX", "Softmax"), "TopK": ("TOPK", "TopK"),
+    "Identity": ("IDENTITY", "Identity"),
+    **{op: ("ELEMENTWISE", "ElementWise") for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")},
+}
+_CONSTANT_READERS = {"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
+
+
+def parse_layers(trt, network, model):
+    """The layers TensorRT's ONNX parser makes of ``model``, named as the public caches show them.
+
+    One layer per node, its outputs named after the ONNX tensors. A float constant read by a
+    MatMul, Gemm or element-wise node becomes a Constant layer first: TensorRT 10 names it after
+    the initializer ('<name>_output'), 8.x numbers it ('(Unnamed Layer* N) [Constant]_output'); one
+    of lower rank than the other operand is then broadcast by a Shuffle ('ONNXTRT_Broadcast_K_output'
+    in 10.x, numbered in 8.x). Other constants (convolution kernels, shapes) are weights, not layers."""
+    from onnx import numpy_helper, shape_inference
+
+    tensorrt_10 = int(str(trt.__version__).split(".")[0]) >= 10
+    inferred = shape_inference.infer_shapes(model)
+    infos = {v.name: v for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    constants = {t.name: t for t in model.graph.initializer}
+    constants |= {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant"}
+    tensors = {t.name: t for t in network.inputs}
+    broadcasts = itertools.count()
+    layer_types = trt.LayerType
+
+    def rank(name):
+        if name in constants:
+            return len(constants[name].dims)
+        info = infos.get(name)
+        return len(info.type.tensor_type.shape.dim) if info is not None else 0
+
+    def constant_layer(name, other_rank):
+        array = numpy_helper.to_array(constants[name])
+        layer = network.add_layer(layer_types.CONSTANT, "Constant", name if tensorrt_10 else None, [], [None], weights=array)
+        tensor = layer.get_output(0)
+        if array.ndim < other_rank:
+            k = next(broadcasts)
+            shown = ("ONNXTRT_Broadcast" + (f"_{k}" if k else "")) if tensorrt_10 else None
+            tensor = network.add_layer(layer_types.SHUFFLE, "Shuffle", shown, [tensor], [None]).get_output(0)
+        return tensor
+
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            continue
+        inputs = []
+        for i, name in enumerate(node.input):
+            if name in tensors:
+                inputs.append(tensors[name])
+            elif name in constants and node.op_type in _CONSTANT_READERS and constants[name].data_type == onnx.TensorProto.FLOAT:
+                others = [rank(n) for j, n in enumerate(node.input) if j != i and n not in constants]
+                inputs.append(constant_layer(name, max(others, default=0)))
+        type_name, shown = _LAYERS.get(node.op_type, ("UNARY", "Unary"))
+        outputs = []
+        for name in node.output:
+            info = infos.get(name)
+            elem = info.type.tensor_type.elem_type if info is not None else onnx.TensorProto.FLOAT
+            outputs.append(trt.ITensor(name, (), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))))
+        layer = network.add_layer(getattr(layer_types, type_name), shown, node.name or None, inputs, outputs)
+        tensors.update({t.name: t for t in layer.outputs})
+

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 import int8calib
 from int8calib.cli import main
@@ -32,6 +33,12 @@ def _reference_amax(model, images):
     return {name: float(np.abs(a).max()) for name, a in acts.items()}
 
 
+def _constants_amax(model):
+    """max |w| of the constants TensorRT calibrates (the Gemm's and MatMul's), under TensorRT 10's names."""
+    return {f"{t.name}_output": float(np.abs(numpy_helper.to_array(t)).max())
+            for t in model.graph.initializer if t.name in ("wg", "bg", "wm")}
+
+
 def test_cli_minmax_cache_matches_a_numpy_forward_pass(setup, tmp_path, capsys):
     model, model_path, images, spec = setup
     cache, ranges = tmp_path / "calibration.cache", tmp_path / "ranges.json"
@@ -44,14 +51,22 @@ def test_cli_minmax_cache_matches_a_numpy_forward_pass(setup, tmp_path, capsys):
     expected = _reference_amax(model, images)
     for name in TENSORS:
         assert parsed.amax[name] == pytest.approx(expected[name], rel=1e-5), name
+    # the Gemm's and MatMul's constants, which TensorRT turns into calibrated Constant layers, under
+    # TensorRT 10's names: in the ranges (setDynamicRange), not in a cache with an 8.x header
+    weights = _constants_amax(model)
     written = json.loads(ranges.read_text())
-    assert written == pytest.approx(expected, rel=1e-5)
+    assert written == pytest.approx(expected | weights, rel=1e-5)
+    assert main(["calibrate", str(model_path), "--data", str(tmp_path / "images"), "--preprocess", str(spec),
+                 "--method", "minmax", "--batch-size", "4", "--cache", str(cache), "--trt-version", "100900"]) == 0
+    parsed = read_cache(cache)
+    assert list(parsed.scales) == TENSORS + ["wg_output", "bg_output", "wm_output"]
+    assert {n: parsed.amax[n] for n in weights} == pytest.approx(weights, rel=1e-6)
 
 
 def test_entropy2_stays_within_the_observed_range(setup, tmp_path):
     model, model_path, images, spec = setup
     result = int8calib.calibrate(model_path, tmp_path / "images", spec, method="entropy2", cache=tmp_path / "c.cache")
-    observed = _reference_amax(model, images)
+    observed = _reference_amax(model, images) | _constants_amax(model)
     for name, amax in result.amax.items():
         assert 0 < amax <= observed[name] * 2048.5 / 2048 * (1 + 1e-5), name
     assert read_cache(tmp_path / "c.cache").algorithm == "EntropyCalibration2"
@@ -68,7 +83,8 @@ def test_valid_cache_is_reused_without_touching_data(setup, tmp_path, monkeypatc
     with monkeypatch.context() as m:
         m.setattr(Preprocess, "__call__", no_decoding)
         second = int8calib.calibrate(model_path, tmp_path / "images", spec, method="minmax", cache=cache)
-    assert second.from_cache and second.amax == pytest.approx(first.amax, rel=1e-6)
+    # (the constants' lines are not in a cache with an 8.x header, so a reused one has none)
+    assert second.from_cache and second.amax == pytest.approx({n: first.amax[n] for n in TENSORS}, rel=1e-6)
     # Other data makes the cache stale (docs/trust.md): it is recomputed on the remaining image.
     for p in images[1:]:
         p.unlink()
@@ -111,7 +127,7 @@ def test_npy_data_without_preprocessing(tmp_path):
     np.save(tmp_path / "x.npy", x)
     result = int8calib.calibrate(tmp_path / "m.onnx", tmp_path / "x.npy", method="minmax", batch_size=4)
     expected = {n: float(np.abs(a).max()) for n, a in reference_activations(model, x).items()}
-    assert result.amax == pytest.approx(expected, rel=1e-5)
+    assert result.amax == pytest.approx(expected | _constants_amax(model), rel=1e-5)
 
 
 def test_bad_usage_exits_2_with_one_line(setup, tmp_path, capsys):

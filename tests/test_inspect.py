@@ -27,6 +27,25 @@ def ws(tmp_path, capsys):
     return tmp_path
 
 
+@pytest.mark.parametrize(
+    "number, version",
+    # headers of public caches: TensorRT 7.0 (NVIDIA cookbook), 7.1.3 (a Jetson comment), 8.2.4, 8.5.1, 8.6.1,
+    # 10.0.1 and 10.6 (cookbook UseINT8-PTQ), 10.13.3 (MPNet); NV_TENSORRT_VERSION changed encoding at 10.0
+    [(7000, "7.0.0"), (7103, "7.1.3"), (8204, "8.2.4"), (8501, "8.5.1"), (8601, "8.6.1"), (100001, "10.0.1"),
+     (100600, "10.6.0"), (101303, "10.13.3")],
+)
+def test_tensorrt_version_of_a_header(number, version):
+    from int8calib.cachefiles.inspect import trt_version
+
+    assert trt_version(number) == version
+
+
+def test_tensorrt_10_header_reads_as_10(tmp_path, capsys):
+    (tmp_path / "c.cache").write_text("TRT-100600-EntropyCalibration2\ninputT0: 3ebfcfb9\n")
+    assert main(["inspect", str(tmp_path / "c.cache")]) == 0
+    assert "TensorRT version: 10.6.0" in capsys.readouterr().out
+
+
 def test_cache_summary(tmp_path, capsys):
     (tmp_path / "c.txt").write_text("TRT-10003-MinMaxCalibration\ninput: 3c010204\n(Unnamed Layer* 1) [Shuffle]_output: 3f800000\n")
     assert main(["inspect", str(tmp_path / "c.txt")]) == 0
@@ -107,3 +126,59 @@ def test_inspect_bad_files(tmp_path, capsys, name, content, words):
     assert main(["inspect", str(tmp_path / name)]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def coverage_model(path):
+    """x [N,2,3,3] -> Conv -> Flatten -> MatMul W -> Add bias -> Mul 0.5 (a Constant node) -> y."""
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["conv"], name="/conv/Conv"),
+        helper.make_node("Flatten", ["conv"], ["flat"], name="/Flatten"),
+        helper.make_node("MatMul", ["flat", "onnx::MatMul_7"], ["mm"], name="/fc/MatMul"),
+        helper.make_node("Add", ["mm", "fc.bias"], ["fc"], name="/fc/Add"),
+        helper.make_node("Constant", [], ["/Constant_output_0"], value=numpy_helper.from_array(np.array(0.5, np.float32))),
+        helper.make_node("Mul", ["fc", "/Constant_output_0"], ["y"], name="/Mul"),
+    ]
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in [("conv.w", (4, 2, 1, 1)), ("conv.b", (4,)), ("onnx::MatMul_7", (36, 5)), ("fc.bias", (5,))]]
+    graph = helper.make_graph(nodes, "cov", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "lines, unranged",
+    [
+        # TensorRT 10 wrote every line but the Mul's constant: only that one falls out of INT8
+        (["x", "conv", "flat", "mm", "fc", "y", "onnx::MatMul_7_output", "fc.bias_output"], ["/Constant_output_0_output"]),
+        # the MatMul's input only as a reformat copy (it counts), its weight missing, Mul's constant there
+        (["x", "conv", "flat output reformatter 0", "fc", "y", "fc.bias_output", "/Constant_output_0_output"],
+         ["onnx::MatMul_7_output"]),
+        # no Conv input, no MatMul input: the activations first, then the constants; conv weights need no line
+        (["conv", "y"], ["x", "flat", "onnx::MatMul_7_output", "fc.bias_output", "/Constant_output_0_output"]),
+    ],
+)
+def test_inspect_model_lists_quantizable_tensors_without_a_range(tmp_path, lines, unranged):
+    model = coverage_model(tmp_path / "m.onnx")
+    (tmp_path / "c.cache").write_text("TRT-101303-MinMaxCalibration\n" + "".join(f"{n}: 3c010204\n" for n in lines))
+    result = inspect(tmp_path / "c.cache", model)
+    assert [u["tensor"] for u in result.comparison["unranged"]] == unranged
+    assert all(u["why"] == "no line" for u in result.comparison["unranged"])
+    assert result.comparison["extra"] == []  # constant lines and reformat copies are the model's, not extra
+    readers = {u["tensor"]: u["read_by"] for u in result.comparison["unranged"]}
+    assert readers.get("x", "Conv '/conv/Conv'") == "Conv '/conv/Conv'"
+    assert readers.get("onnx::MatMul_7_output", "MatMul '/fc/MatMul'") == "MatMul '/fc/MatMul'"
+
+
+def test_inspect_model_on_a_tensorrt_8_cache_names_every_constant(tmp_path, capsys):
+    """TensorRT 8.x numbers its constant layers: no line can be matched to a constant by name."""
+    model = coverage_model(tmp_path / "m.onnx")
+    lines = ["x", "conv", "flat", "mm", "fc", "y", "(Unnamed Layer* 3) [Constant]_output", "onnx::MatMul_7_output"]
+    (tmp_path / "c.cache").write_text("TRT-8601-EntropyCalibration2\n" + "".join(f"{n}: 3c010204\n" for n in lines))
+    assert main(["inspect", str(tmp_path / "c.cache"), "--model", str(model), "--json"]) == 0
+    unranged = json.loads(capsys.readouterr().out)["comparison"]["unranged"]
+    assert [u["tensor"] for u in unranged] == ["onnx::MatMul_7_output", "fc.bias_output", "/Constant_output_0_output"]
+    assert all("(the file has 1 such line(s))" in u["why"] and "complete-cache" in u["why"] for u in unranged)

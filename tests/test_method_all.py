@@ -122,7 +122,7 @@ def test_cli_method_all_prints_table_sorted_by_disagreement(small, tmp_path, cap
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["tensor", "log2", "spread", *METHODS]
     rows = [line.split() for line in lines[3:]]
-    assert len(rows) == 10
+    assert len(rows) == 13  # 10 activations and the Gemm's and MatMul's 3 constants
     spreads = [float(r[1]) for r in rows]
     assert spreads == sorted(spreads, reverse=True)
     clip_row = next(r for r in rows if r[0] == "clip2")

@@ -140,6 +140,19 @@ def test_cache_without_sidecar_matching_model_is_reused(calibrated, capsys):
     assert code == 0 and "no provenance sidecar" in err and "reusing" in err
 
 
+def test_foreign_cache_with_tensorrt_10_lines_is_reused(calibrated, capsys):
+    """TensorRT 10 also writes its broadcasts, reformat copies and the model's constants (<constant>_output)."""
+    import onnx
+
+    sidecar_path(calibrated / "c.txt").unlink()
+    constant = onnx.load(str(calibrated / "m.onnx")).graph.initializer[0].name
+    extra = ["ONNXTRT_Broadcast_3_output", "relu output reformatter 0", f"{constant}_output"]
+    with open(calibrated / "c.txt", "a") as f:
+        f.write("".join(f"{name}: 3c010204\n" for name in extra))
+    code, err = run(calibrated, capsys)
+    assert code == 0 and "reusing" in err and "stale" not in err
+
+
 def test_cache_without_sidecar_names_mismatches(calibrated, capsys):
     """A foreign cache (TensorRT's): tensors checked against the model, the header against the method."""
     sidecar_path(calibrated / "c.txt").unlink()

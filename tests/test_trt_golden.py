@@ -20,6 +20,7 @@ import int8calib
 from int8calib.methods import compute_amax
 from int8calib.stats import StatsCollector
 from int8calib.writers.cache import read_cache
+from trt_cookbook import COOKBOOK_8_6_CONSTANTS, cookbook_8_6_weights, glibc_rand
 
 COOKBOOK = "NVIDIA/trt-samples-for-hackathon-cn"
 
@@ -150,37 +151,107 @@ def test_tensorrt_10_add_scalar_plugin(tmp_path, version, commit, plugin):
         assert line in lines
 
 
-def glibc_rand(seed: int, n: int) -> np.ndarray:
-    """glibc's rand() after srand(seed): the TYPE_3 additive feedback generator."""
-    r = [0] * (344 + n)
-    r[0] = seed
-    for i in range(1, 31):
-        r[i] = (16807 * r[i - 1]) % 2147483647
-    for i in range(31, 34):
-        r[i] = r[i - 31]
-    for i in range(34, 344 + n):
-        r[i] = (r[i - 31] + r[i - 3]) & 0xFFFFFFFF
-    return np.array(r[344:], np.int64) >> 1
-
-
 def test_glibc_rand_matches_the_c_library():
     assert glibc_rand(1, 5).tolist() == [1804289383, 846930886, 1681692777, 1714636915, 1957747793]
 
 
-@pytest.mark.parametrize(
-    "layer, count, written",
-    [(9, 1024, "3c00f303"), (12, 10240, "3c0101ae"), (14, 10, "3bf4d0cd")],
-)
+@pytest.mark.parametrize("layer, count, written", COOKBOOK_8_6_CONSTANTS[1:])
 def test_tensorrt_8_6_constant_layers(layer, count, written):
-    """TensorRT 8.6.0, cookbook/02-API/Int8-PTQ/C++/model.INT8Cache (commit 794f2f9): main.cpp fills
-    weights with srand(31193); float(rand()) / RAND_MAX * 2 - 1 (float32), each Constant layer taking
-    the first ``count`` of them; TensorRT calibrates constants like activations (one batch).
-    The 10-value tensor keeps all 2048 bins too."""
-    w = glibc_rand(31193, count).astype(np.float32) / np.float32(2147483647) * np.float32(2) - np.float32(1)
+    """TensorRT calibrates constants like activations (one batch). The 10-value tensor keeps all 2048 bins too."""
     collector = StatsCollector()
-    collector.collect({f"(Unnamed Layer* {layer}) [Constant]_output": w})
+    collector.collect({f"(Unnamed Layer* {layer}) [Constant]_output": cookbook_8_6_weights()[:count]})
     stats = collector.result()
     assert scale_hex(compute_amax("entropy2", stats[f"(Unnamed Layer* {layer}) [Constant]_output"])) == written
+
+
+def test_tensorrt_8_6_constant_lines_from_calibrate(tmp_path):
+    """``calibrate`` computes every Constant line of the 8.6 cookbook cache bit for bit from the weights.
+    Under a 10.x header they are named ``<initializer>_output``; TensorRT 8.6 numbered them, which only
+    its parser knows (``complete-cache`` writes those names: tests/test_complete_cache.py). The data is
+    the stand-in's own (the cookbook's activations come from its random convolutions)."""
+    w7, b9, w12, b14 = (cookbook_8_6_weights()[:n] for _, n, _ in COOKBOOK_8_6_CONSTANTS)
+    model = save_model(
+        tmp_path / "fc.onnx",
+        [helper.make_node("MatMul", ["flat", "fc1.w"], ["mm8"]), helper.make_node("Add", ["mm8", "fc1.b"], ["add10"]),
+         helper.make_node("Relu", ["add10"], ["relu11"]), helper.make_node("MatMul", ["relu11", "fc2.w"], ["mm13"]),
+         helper.make_node("Add", ["mm13", "fc2.b"], ["add15"])],
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["N", 3136])],
+        [helper.make_tensor_value_info("add15", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w7.reshape(3136, 1024), "fc1.w"), numpy_helper.from_array(b9, "fc1.b"),
+         numpy_helper.from_array(w12.reshape(1024, 10), "fc2.w"), numpy_helper.from_array(b14, "fc2.b")],
+    )
+    x = np.random.default_rng(1).uniform(0, 1, (3, 3136)).astype(np.float32)
+    scales = read_cache(calibrate(tmp_path, model, x, 100600)).scales
+    lines = {name: struct.pack(">f", scales[f"{name}_output"]).hex() for name in ("fc1.w", "fc1.b", "fc2.w", "fc2.b")}
+    assert list(lines.values()) == [written for _, _, written in COOKBOOK_8_6_CONSTANTS]
+    assert not any("_output" in n for n in read_cache(calibrate(tmp_path, model, x, 8600)).scales)  # 8.x: no such names
+
+
+# isaid22/TensorRT-Optimization-MPNet calibration.cache @a0c04d9 (TensorRT 10.13.3, MinMaxCalibration):
+# the lines of all-mpnet-base-v2's graph constants, whose values the graph fixes (its weights are not here).
+MPNET_CONSTANT_LINES = {
+    "/Constant_2_output_0_output": "3c010204",  # 1.0 - attention mask
+    "/Constant_3_output_0_output": "7c010204",  # * float32 min
+    "/encoder/Constant_10_output_0_output": "3d810204",  # relative position buckets: / 8
+    "/encoder/Constant_11_output_0_output": "3cb2d7c8",  # / ln 16
+    "/encoder/Constant_12_output_0_output": "3d810204",  # * 8
+    "/encoder/layer.0/attention/attn/Constant_9_output_0_output": "3d810204",  # scores / sqrt(64)
+    "/encoder/layer.0/intermediate/intermediate_act_fn/Constant_output_0_output": "3c3671d7",  # GELU: / sqrt 2
+    "/encoder/layer.0/intermediate/intermediate_act_fn/Constant_1_output_0_output": "3c010204",  # + 1
+    "/encoder/layer.0/intermediate/intermediate_act_fn/Constant_2_output_0_output": "3b810204",  # * 0.5
+}
+
+
+def test_tensorrt_10_13_constant_lines_of_mpnet(tmp_path):
+    """A stand-in with MPNet's constant nodes (names, values and the ops reading them): ``calibrate``
+    with minmax writes each of their lines as TensorRT 10.13 did, bit for bit, under the same names;
+    a MatMul weight and a bias (random here) get lines named as MPNet's (``onnx::MatMul_1347_output``,
+    ``encoder.layer.0.attention.attn.q.bias_output``) holding f32(max |w|) / 127."""
+    f32 = np.float32
+    c = {name[: -len("_output")]: value for name, value in [
+        ("/Constant_2_output_0_output", f32(1)), ("/Constant_3_output_0_output", np.finfo(f32).min),
+        ("/encoder/Constant_10_output_0_output", f32(8)), ("/encoder/Constant_11_output_0_output", np.log(f32(16))),
+        ("/encoder/Constant_12_output_0_output", f32(8)), ("/encoder/layer.0/attention/attn/Constant_9_output_0_output", f32(8)),
+        ("/encoder/layer.0/intermediate/intermediate_act_fn/Constant_output_0_output", np.sqrt(f32(2))),
+        ("/encoder/layer.0/intermediate/intermediate_act_fn/Constant_1_output_0_output", f32(1)),
+        ("/encoder/layer.0/intermediate/intermediate_act_fn/Constant_2_output_0_output", f32(0.5))]}
+    [mask_one, f32_min, by8, ln16, times8, sqrt_dim, sqrt2, one, half] = list(c)
+    act = "/encoder/layer.0/intermediate/intermediate_act_fn/"
+    rng = np.random.default_rng(5)
+    weight, bias = rng.standard_normal((8, 8)).astype(f32) * f32(0.05), rng.standard_normal(8).astype(f32) * f32(0.02)
+    nodes = [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(v, f32))) for name, v in c.items()]
+    nodes += [
+        helper.make_node("Div", ["h", "h"], ["/Cast_output_0"]),  # the attention mask: all ones
+        helper.make_node("Sub", [mask_one, "/Cast_output_0"], ["/Sub_output_0"]),
+        helper.make_node("Mul", ["/Sub_output_0", f32_min], ["/Mul_output_0"]),
+        helper.make_node("Div", ["h", by8], ["/encoder/Div_output_0"]),
+        helper.make_node("Log", ["/encoder/Div_output_0"], ["/encoder/Log_output_0"]),
+        helper.make_node("Div", ["/encoder/Log_output_0", ln16], ["/encoder/Div_1_output_0"]),
+        helper.make_node("Mul", ["/encoder/Div_1_output_0", times8], ["/encoder/Mul_1_output_0"]),
+        helper.make_node("MatMul", ["h", "onnx::MatMul_1347"], ["/encoder/layer.0/attention/attn/q/MatMul_output_0"]),
+        helper.make_node("Add", ["/encoder/layer.0/attention/attn/q/MatMul_output_0", "encoder.layer.0.attention.attn.q.bias"],
+                         ["/encoder/layer.0/attention/attn/q/Add_output_0"]),
+        helper.make_node("Div", ["/encoder/layer.0/attention/attn/q/Add_output_0", sqrt_dim], ["/encoder/layer.0/attention/attn/Div_output_0"]),
+        helper.make_node("Div", ["h", sqrt2], [act + "Div_output_0"]),
+        helper.make_node("Erf", [act + "Div_output_0"], [act + "Erf_output_0"]),
+        helper.make_node("Add", [act + "Erf_output_0", one], [act + "Add_output_0"]),
+        helper.make_node("Mul", ["h", act + "Add_output_0"], [act + "Mul_output_0"]),
+        helper.make_node("Mul", [act + "Mul_output_0", half], [act + "Mul_1_output_0"]),
+    ]
+    outputs = ["/Mul_output_0", "/encoder/Mul_1_output_0", "/encoder/layer.0/attention/attn/Div_output_0", act + "Mul_1_output_0"]
+    model = save_model(
+        tmp_path / "mpnet_constants.onnx", nodes, [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N", 8]) for o in outputs],
+        [numpy_helper.from_array(weight, "onnx::MatMul_1347"), numpy_helper.from_array(bias, "encoder.layer.0.attention.attn.q.bias")],
+    )
+    np.save(tmp_path / "h.npy", rng.uniform(0.5, 4, (4, 8)).astype(f32))
+    cache = tmp_path / "mpnet.cache"
+    int8calib.calibrate(model, tmp_path / "h.npy", method="minmax", batch_size=1, cache=cache, trt_version=101303)
+    lines = dict(line.split(": ") for line in cache.read_text().splitlines()[1:])
+    assert {name: lines.get(name) for name in MPNET_CONSTANT_LINES} == MPNET_CONSTANT_LINES
+    assert lines["/Cast_output_0"] == "3c010204"  # and MPNet's mask line too
+    assert lines["onnx::MatMul_1347_output"] == scale_hex(np.abs(weight).max())
+    assert lines["encoder.layer.0.attention.attn.q.bias_output"] == scale_hex(np.abs(bias).max())
 
 
 @pytest.mark.parametrize(

@@ -239,14 +239,15 @@ def calibrate(
                                           refit=None if from_histograms is not None or budgeted else runner, lowering=lowering)
         warn_zero_tensors(result.amax)
         if cache is not None:
-            write_cache(cache, result.amax, result.algorithm, trt_version, _result_record(base, result, method, method_params))
+            write_cache(cache, result.amax, result.algorithm, trt_version, _result_record(base, result, method, method_params),
+                        result.constants)
     elif not result.by_method:
         result.by_method, result.search_seconds = compute_all(result.statistics, names, **method_params)
         for name, amax in result.by_method.items():
             warn_zero_tensors(amax)
             if cache is not None:
                 write_cache(method_path(cache, name) if method == ALL else cache, amax,
-                            get_method(name).algorithm, trt_version, _record(base, name, method_params))
+                            get_method(name).algorithm, trt_version, _record(base, name, method_params), result.constants)
         if method != ALL:
             result.amax, result.algorithm = result.by_method[method], get_method(method).algorithm
     if ranges is not None and auto:

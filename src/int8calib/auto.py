@@ -187,6 +187,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     """
     from .batching import BatchLoader
     from .collection.calibration_pass import collect_statistics
+    from .collection.gather import with_constants
     from .evaluate.mixed import choose_method_by_folds
     from .methods import compute_ranges
     from .runner import load_model
@@ -221,7 +222,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     folds = [(ranges(reduce(merge, fold_stats[:k] + fold_stats[k + 1:])), parts[k]) for k in range(len(parts))]
     choice = choose_method_by_folds(proto, folds, output, exclude_nodes, exclude_op_types, providers, shifts, lowering)
     _log_choice(choice)
-    stats = reduce(merge, fold_stats)
+    stats = with_constants(reduce(merge, fold_stats), model)  # (the folds need no constants: the models quantize none)
     result.statistics, result.by_method, result.auto = stats, ranges(stats), choice
     result.search_seconds = seconds  # of the last, all-data computation
     result.chosen_method = choice.chosen

@@ -33,6 +33,7 @@ from .result import CalibrationResult
 from .runner import ActivationRunner, RunnerSpec
 from .runner.model import InputInfo, calibratable_tensors, load_model, model_fingerprint
 from .sources import FeedDictSource, Sample, resolve
+from .stats.histogram import CONSTANTS_META
 from .util.log import logger
 from .writers.cache import DEFAULT_TRT_VERSION, CalibrationCache, format_cache, parse_cache, warn_zero_tensors
 from .writers.provenance import check_output, provenance_dict, write_with_sidecar
@@ -196,9 +197,15 @@ class Calibrator:
         if cache.algorithm != self.get_algorithm():
             reasons.append(f"its algorithm is {cache.algorithm}, method '{self.method}' writes {self.get_algorithm()}")
         if self.model is not None:
-            expected = calibratable_tensors(load_model(self.model, load_external_data=False))
-            # TensorRT also lists its own unnamed layers' outputs; they cannot match ONNX names.
-            present = {n for n in cache.scales if not n.startswith("(Unnamed Layer")}
+            from .cachefiles.read import BROADCAST, REFORMAT, model_names
+
+            proto = load_model(self.model, load_external_data=False)
+            expected = calibratable_tensors(proto)
+            # TensorRT also lists the layers it made (unnamed ones, broadcasts, reformat copies) and,
+            # from 10.x, the model's constants as <constant>_output: none of them is a missing activation.
+            constants = {f"{c}_output" for c in model_names(proto)[1]}
+            present = {n for n in cache.scales if not (n.startswith("(Unnamed Layer") or BROADCAST.match(n)
+                                                       or REFORMAT.match(n) or n in constants)}
             known = set(expected)
             missing = [n for n in expected if n not in cache.scales]
             extra = [n for n in present if n not in known]
@@ -293,7 +300,10 @@ def run_calibrator(
     cached = calibrator.read_calibration_cache()
     if cached is not None:
         cache = parse_cache(cached.decode("utf-8"), str(calibrator.cache_file))
-        return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
+        if cache.version == int(trt_version):
+            return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
+        # TensorRT 10 names constants (their lines are written under a 10.x header only): the header is part of the cache
+        calibrator._stale([f"its header is TRT-{cache.version}, the TensorRT version asked for is {int(trt_version)}"])
     if trt_histograms is None:  # only the methods that follow TensorRT's order read them
         trt_histograms = get_method(calibrator.method).ordered
     stats = gather_statistics(
@@ -303,7 +313,8 @@ def run_calibrator(
         raise Int8CalibError("no calibration sample could be loaded")
     amax = compute_ranges(calibrator.method, stats, **{**calibrator.method_params, **method_params})
     warn_zero_tensors(amax)
-    calibrator.write_calibration_cache(format_cache(amax, calibrator.get_algorithm(), trt_version).encode())
+    constants = stats.meta.get(CONSTANTS_META, ())
+    calibrator.write_calibration_cache(format_cache(amax, calibrator.get_algorithm(), trt_version, constants).encode())
     return CalibrationResult(
         amax, calibrator.method, calibrator.get_algorithm(), stats, False, stats.meta.get("samples", 0),
         time.perf_counter() - start, list(calibrator.skipped),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .stats.histogram import Statistics
+from .stats.histogram import CONSTANTS_META, Statistics
 
 
 @dataclass
@@ -24,3 +24,8 @@ class CalibrationResult:
     precision: object = None  # writers.precision.PrecisionSummary of the int8 Q/DQ model written
     chosen_method: str | None = None  # --method auto: the candidate kept, e.g. "mse" or "percentile:99.99"
     auto: object = None  # --method auto: evaluate.mixed.MethodChoice (every candidate's held-out error)
+
+    @property
+    def constants(self) -> list[str]:
+        """The tensors of ``amax`` that are the model's constants under TensorRT 10's names (stats.constants)."""
+        return list(self.statistics.meta.get(CONSTANTS_META, ())) if self.statistics is not None else []

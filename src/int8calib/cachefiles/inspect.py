@@ -47,6 +47,10 @@ class Inspection:
                 f"{len(c['extra'])} not in the model"
             )
             lines += [f"    missing: {n}" for n in c["missing"]] + [f"    not in model: {n}" for n in c["extra"]]
+            if "unranged" in c:
+                lines.append(f"  {len(c['unranged'])} quantizable tensor(s) without a range (their layers fall back from INT8)"
+                             + (":" if c["unranged"] else ""))
+                lines += [f"    {u['tensor']}: read by {u['read_by']}; {u['why']}" for u in c["unranged"]]
         if self.rows:
             cells = [self.columns] + [tuple(_cell(v) for v in r) for r in self.rows]
             widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
@@ -70,16 +74,27 @@ def inspect(path: str | Path, model: str | Path | None = None) -> Inspection:
     result = _statistics(path) if suffix == ".npz" else _qdq_model(path) if suffix == ".onnx" else _cache(path)
     if model is not None:
         from ..runner.model import calibratable_tensors, load_model
+        from .read import BROADCAST, REFORMAT, model_names
 
-        expected = calibratable_tensors(load_model(model, load_external_data=False))
+        proto = load_model(model, load_external_data=False)
+        expected = calibratable_tensors(proto)
         have = [r[0] for r in result.rows]
         have_set, expected_set = set(have), set(expected)
+        constants = {f"{c}_output" for c in model_names(proto)[1]}
+        made_by_tensorrt = [n for n in have if n.startswith("(Unnamed Layer") or BROADCAST.match(n) or REFORMAT.match(n)]
         result.comparison = {
             "model": str(model),
             "matched": len(have_set & expected_set),
             "missing": [n for n in expected if n not in have_set],
-            "extra": [n for n in have if n not in expected_set and not n.startswith("(Unnamed Layer")],
+            "extra": [n for n in have if n not in expected_set and n not in constants and n not in made_by_tensorrt],
         }
+        if result.kind == "cache":
+            from .coverage import unranged_tensors
+
+            scales = {name: scale for name, scale, _ in result.rows}
+            version = int(result.summary["header"].split("-")[1])
+            unranged = unranged_tensors(proto, scales, version)
+            result.comparison["unranged"] = [u.to_dict() for u in unranged]
     return result
 
 
@@ -91,7 +106,7 @@ def _cache(path: Path) -> Inspection:
     record = read_sidecar(path)
     summary = {
         "header": f"TRT-{cache.version}-{cache.algorithm}",
-        "TensorRT version": _trt_version(cache.version),
+        "TensorRT version": trt_version(cache.version),
         "algorithm": cache.algorithm,
         "tensors": len(cache.scales),
     }
@@ -105,9 +120,11 @@ def _cache(path: Path) -> Inspection:
     return Inspection(path, "cache", summary, ("tensor", "scale", "amax"), rows, record)
 
 
-def _trt_version(number: int) -> str:
-    """8601 -> 8.6.1; TensorRT writes major*1000 + minor*100 + patch (10.x: 100xx)."""
-    major, rest = divmod(number, 1000)
+def trt_version(number: int) -> str:
+    """The version a cache header's number encodes: TensorRT's NV_TENSORRT_VERSION, which is
+    major*1000 + minor*100 + patch up to 9.x (7000 -> 7.0.0, 7103 -> 7.1.3, 8601 -> 8.6.1) and
+    major*10000 + minor*100 + patch from 10.0 (100001 -> 10.0.1, 101303 -> 10.13.3)."""
+    major, rest = divmod(number, 10000) if number >= 100000 else divmod(number, 1000)
     minor, patch = divmod(rest, 100)
     return f"{major}.{minor}.{patch}"
 

@@ -14,9 +14,9 @@ from .. import __version__
 from ..errors import Int8CalibError
 from ..util import log
 from ..util.memory import limit_malloc_arenas
-from . import build, calibrate, collect, demo, evaluate, inspect, merge
+from . import build, calibrate, collect, complete, demo, evaluate, inspect, merge
 
-COMMANDS = [calibrate, collect, merge, evaluate, inspect, build, demo]
+COMMANDS = [calibrate, collect, merge, evaluate, inspect, build, complete, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,9 @@ def fine_edges(mantissa_bits: int) -> np.ndarray:
     return edges
 
 
+# Statistics.meta key listing the tensors that are model constants (stats.constants), not activations.
+CONSTANTS_META = "constants"
+
 @dataclass
 class TensorHistogram:
     """Counts of |x| by bit-pattern bin, plus the exact signed min and max.
@@ -179,11 +182,14 @@ def merge(a: Statistics, b: Statistics) -> Statistics:
     histograms (``TensorHistogram.trt``) merge exactly when both started from the same
     first batch, as ``--shard`` and ``--workers`` runs do; otherwise they are dropped.
     Tensor order follows ``a`` then tensors only ``b`` has. Metadata keeps ``a``'s
-    entries; sample counts add up.
+    entries; sample counts add up. The model's constants (``meta[CONSTANTS_META]``, computed
+    from its weights, not from the data) are kept once, not added.
     """
     tensors = dict(a.tensors)
+    constants = set(a.meta.get(CONSTANTS_META, ())) & set(b.meta.get(CONSTANTS_META, ()))
     for name, h in b.tensors.items():
-        tensors[name] = tensors[name].merge(h) if name in tensors else h
+        if name not in constants:
+            tensors[name] = tensors[name].merge(h) if name in tensors else h
     meta = dict(a.meta)
     if "samples" in a.meta or "samples" in b.meta:
         meta["samples"] = int(a.meta.get("samples", 0)) + int(b.meta.get("samples", 0))

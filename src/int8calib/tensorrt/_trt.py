@@ -46,3 +46,21 @@ def has_calibrators(trt) -> bool:
 def prefers_explicit(trt) -> bool:
     """True where the builder should get a Q/DQ model rather than a calibrator."""
     return version(trt) >= EXPLICIT_FROM or not has_calibrators(trt)
+
+
+def parse_onnx(trt, builder, trt_logger, onnx_bytes: bytes, model, strongly_typed: bool = False):
+    """(network, parser) of the ONNX model with TensorRT's own parser; a failure is a one-line error."""
+    flags = 0
+    creation = trt.NetworkDefinitionCreationFlag
+    if version(trt) < (10,) and hasattr(creation, "EXPLICIT_BATCH"):
+        flags |= 1 << int(creation.EXPLICIT_BATCH)  # default (and deprecated) from TensorRT 10
+    if strongly_typed:
+        if not hasattr(creation, "STRONGLY_TYPED"):
+            raise Int8CalibError(f"TensorRT {trt.__version__} has no strongly typed networks; use --implicit")
+        flags |= 1 << int(creation.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, trt_logger)
+    if not parser.parse(onnx_bytes, str(model)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no detail"
+        raise Int8CalibError(f"{model}: TensorRT's ONNX parser failed: {errors}".splitlines()[0])
+    return network, parser  # the network points into weights the parser owns: keep both alive

@@ -99,7 +99,7 @@ def build_engine(
             parsed = Path(folder) / (model.stem + ".qdq.onnx")  # external data, if any, beside it
             calibration = _write_qdq_model(model, parsed, data, cache, preprocess, method, batch_size, shuffle,
                                            skip_bad_images, high_precision, **method_params)
-        network, parser = _parse(trt, builder, trt_logger, parsed.read_bytes(), parsed, strongly_typed)  # noqa: F841 (parser owns the weights)
+        network, parser = _trt.parse_onnx(trt, builder, trt_logger, parsed.read_bytes(), parsed, strongly_typed)  # noqa: F841 (parser owns the weights)
 
     config = builder.create_builder_config()
     if hasattr(trt, "ProfilingVerbosity"):
@@ -190,23 +190,6 @@ def _write_qdq_model(model, path, data, cache, preprocess, method, batch_size, s
     )
     how = "from the cache" if result.from_cache else f"on {result.samples} samples"
     return f"int8calib {method} ranges {how}"
-
-
-def _parse(trt, builder, trt_logger, onnx_bytes: bytes, model: Path, strongly_typed: bool):
-    flags = 0
-    creation = trt.NetworkDefinitionCreationFlag
-    if _trt.version(trt) < (10,) and hasattr(creation, "EXPLICIT_BATCH"):
-        flags |= 1 << int(creation.EXPLICIT_BATCH)  # default (and deprecated) from TensorRT 10
-    if strongly_typed:
-        if not hasattr(creation, "STRONGLY_TYPED"):
-            raise Int8CalibError(f"TensorRT {trt.__version__} has no strongly typed networks; use --implicit")
-        flags |= 1 << int(creation.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse(onnx_bytes, str(model)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no detail"
-        raise Int8CalibError(f"{model}: TensorRT's ONNX parser failed: {errors}".splitlines()[0])
-    return network, parser  # the network points into weights the parser owns: keep both alive
 
 
 def _input_shapes(network, calibrator, shapes, model, data, preprocess, batch_size) -> dict[str, tuple[int, ...]]:

@@ -272,6 +272,8 @@ class TensorRTCalibrator:
         from .profiles import is_dynamic
 
         config.int8_calibrator = self
+        if network is not None:
+            self.complete(network)
         if network is None or not is_dynamic(network):
             return None
         if builder is None:
@@ -281,6 +283,25 @@ class TensorRTCalibrator:
             raise Int8CalibError(f"TensorRT rejected the calibration profile {self.batch_shapes()}")
         logger.info("calibration profile: %s", ", ".join(f"{k} {list(v)}" for k, v in self.batch_shapes().items()))
         return profile
+
+
+    def complete(self, network):
+        """When TensorRT will read a cache (valid for this calibration), set a dynamic range on each
+        tensor of ``network`` the cache has no line for and that is a constant or a copy of a ranged
+        tensor (:mod:`int8calib.tensorrt.complete`): a cache written without TensorRT lacks TensorRT's
+        names for them, and their layers would fall out of INT8. Returns the completion, or None."""
+        from .complete import complete_ranges, set_dynamic_ranges
+
+        cached = self.read_calibration_cache()
+        if cached is None:
+            return None  # TensorRT calibrates itself: every tensor of its network gets a range
+        trt = self._trt or _trt.loaded_tensorrt()
+        completion = complete_ranges(trt, network, parse_cache(_buffer_bytes(cached).decode("utf-8")).amax,
+                                     self.spec.method, **self.method_params())
+        if completion.added:
+            set_dynamic_ranges(network, completion.added)
+        completion.log()
+        return completion
 
 
 class LegacyMixin:

@@ -24,6 +24,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Collection
 
 from ..errors import CacheFormatError
 from ..util.log import logger
@@ -75,12 +76,21 @@ class CalibrationCache:
         return {name: s * 127.0 for name, s in self.scales.items()}
 
 
-def format_cache(amax: dict[str, float], algorithm: str, trt_version: int = DEFAULT_TRT_VERSION) -> str:
-    """The cache text for {tensor: amax}. amax must be finite and >= 0."""
+def format_cache(
+    amax: dict[str, float], algorithm: str, trt_version: int = DEFAULT_TRT_VERSION, constants: Collection[str] = ()
+) -> str:
+    """The cache text for {tensor: amax}. amax must be finite and >= 0.
+
+    ``constants`` names the lines of the model's constants under TensorRT 10's names
+    (:mod:`int8calib.stats.constants`): written under a 10.x header only, as TensorRT 8.x
+    numbers its constant layers instead (``int8calib complete-cache`` writes those)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown TensorRT calibration algorithm {algorithm!r}; one of {ALGORITHMS}")
     lines = [f"TRT-{int(trt_version)}-{algorithm}"]
+    unnamed = set(constants) if not names_constants(trt_version) else set()
     for name, a in amax.items():
+        if name in unnamed:
+            continue
         if not math.isfinite(a) or a < 0:
             raise ValueError(f"tensor '{name}': amax {a} is not finite and non-negative")
         if "\n" in name or "\r" in name:
@@ -89,17 +99,23 @@ def format_cache(amax: dict[str, float], algorithm: str, trt_version: int = DEFA
     return "\n".join(lines) + "\n"
 
 
+def names_constants(trt_version: int) -> bool:
+    """Whether TensorRT of this header names its constant layers after the ONNX constants (10.x, ``<name>_output``)."""
+    return int(trt_version) >= 100000
+
+
 def write_cache(
     path: str | Path,
     amax: dict[str, float],
     algorithm: str,
     trt_version: int = DEFAULT_TRT_VERSION,
     provenance: dict | None = None,
+    constants: Collection[str] = (),
 ) -> None:
-    """Write the cache atomically, plus its provenance sidecar ``<path>.json`` when given."""
+    """Write the cache atomically, plus its provenance sidecar ``<path>.json`` when given; ``constants``: see :func:`format_cache`."""
     from .provenance import write_with_sidecar
 
-    text = format_cache(amax, algorithm, trt_version)
+    text = format_cache(amax, algorithm, trt_version, constants)
     write_with_sidecar(path, text.encode("utf-8"), provenance)
 
 
