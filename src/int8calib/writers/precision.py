@@ -47,6 +47,10 @@ LOW_OPSET = 19  # float16 / bfloat16 scales of QuantizeLinear / DequantizeLinear
 LOW_OPSET_HINT = "; --high-precision fp32 writes the model without them"
 
 _SUBGRAPH_OPS = ("If", "Loop", "Scan")
+# Ops that move or select data without arithmetic: they take float32 where all they move is float32.
+_MOVEMENT_OPS = frozenset(("Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather",
+                           "GatherElements", "GatherND", "Split", "Expand", "Tile", "Concat", "Pad",
+                           "DepthToSpace", "SpaceToDepth"))
 _SMALL_CONSTANT = 64  # constants of at most this many values are epsilons, bounds, scalars
 # ... except the parameters of these layers (a dead channel's bias of 1e-37 is no epsilon)
 _PARAMETRIC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
@@ -272,6 +276,8 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
 
     # 1. Each float node's precision.
     low: dict[int, bool] = {}
+    initializer_names = {i.name for i in graph.initializer}
+    fp32_tensors = {vi.name for vi in graph.input if is_float(vi.name)} if keep_io_types else set()
     for k, node in enumerate(graph.node):
         if not any(is_float(t) for t in list(node.input) + list(node.output)):
             continue
@@ -281,6 +287,12 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
         low[k] = why is None
         if why:
             summary.fp32_nodes[node_id(node)] = why
+        elif node.op_type in _MOVEMENT_OPS:
+            # moving float32 data computes nothing: it stays float32 rather than be cast down and back up
+            moved = [t for t in node.input if is_float(t) and t not in constants and t not in initializer_names]
+            low[k] = not moved or not all(t in fp32_tensors for t in moved)
+        if not low[k]:
+            fp32_tensors.update(o for o in node.output if is_float(o))
     # An activation's DequantizeLinear has its QuantizeLinear's type (the pair shares a scale).
     index = {id(n): k for k, n in enumerate(graph.node)}
     for k, node in enumerate(graph.node):
@@ -429,10 +441,10 @@ def _drop_unread(graph: onnx.GraphProto) -> None:
 
 
 def float32_compute_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes (ids) of ``model`` that output float32 tensors, Casts and shape ops aside: what a strongly
-    typed TensorRT build runs in FP32 (a DequantizeLinear feeding an FP32 layer counts)."""
+    """Nodes (ids) of ``model`` that compute float32 tensors, Casts, shape ops and data movement aside:
+    what a strongly typed TensorRT build runs in FP32 (a DequantizeLinear feeding an FP32 layer counts)."""
     types = _types(model)
-    passive = {"Cast", "Shape", "Size", "Constant"}
+    passive = {"Cast", "Shape", "Size", "Constant", *_MOVEMENT_OPS}
     out = []
     for node in model.graph.node:
         if node.op_type in passive:
