@@ -281,15 +281,17 @@ def choose_method(
     providers: Sequence[str] | None = None,
     shifts: BiasShifts | None = None,
 ) -> MethodChoice:
-    """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``)
-    and rank them by the held-out error of ``output`` (default: the first float output) on
-    ``loader``'s batches: scores [N, classes] by expected top-1 agreement (from each sample's
-    top-1 margin, as the accuracy budget; within one held-out sample's worth of the best, by
-    SQNR), any other output by SQNR. Ties keep the order of ``candidates``.
+    """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``),
+    measure the held-out error of ``output`` (default: the first float output) on ``loader``'s
+    batches per sample, and choose with :func:`.selection.select`: ``mse`` unless a candidate beats
+    it clearly (a classifier's candidates clearly below the best expected agreement out first).
+    The table lists the chosen candidate first, then the others best first (scores [N, classes] by
+    expected top-1 agreement, within one held-out sample's worth of the best by SQNR; any other
+    output by SQNR; ties keep the order of ``candidates``).
 
     Candidates with the same ranges as an earlier one are measured once. With more than
     ``SCREEN_SAMPLES`` held-out samples, every candidate is first measured on the first
-    ``SCREEN_SAMPLES`` and only the ``FINALISTS`` best go on to all of them: the clear losers
+    ``SCREEN_SAMPLES`` and only the ``FINALISTS`` best (and ``mse``) go on to all of them: the clear losers
     (several dB behind) are told apart by a few samples, and running every candidate's model
     on every sample was most of auto's time (benchmarks/auto_method.py).
     """
