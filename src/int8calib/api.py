@@ -82,6 +82,7 @@ def calibrate(
     max_memory: "int | str | None" = None,
     workers: int = 1,
     bias_correction: bool | None = None,
+    weight_rounding: bool | None = None,
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
@@ -115,6 +116,9 @@ def calibrate(
     biases of the Q/DQ model for the mean output shift its int8 weights cause, measured on
     up to ``passes.BIAS_SAMPLES`` calibration samples (:mod:`int8calib.passes.bias_correction`);
     ``--method auto`` and the accuracy budget then measure corrected models.
+    ``weight_rounding`` (default: ``passes.weight_rounding.DEFAULT``, with bias correction) chooses
+    the Q/DQ model's int8 weights for each layer's output error on the same samples
+    (:mod:`int8calib.passes.weight_rounding`), before their shifts are measured.
     """
     if method is None:
         method = default_method(model, data, from_histograms, precision, output, method_params, batch_axes)
@@ -130,6 +134,7 @@ def calibrate(
     if budgeted and precision != "int8":
         raise Int8CalibError(f"--accuracy-budget / --min-sqnr apply to --precision int8, not {precision}")
     correct = _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histograms, data)
+    rounding = _check_weight_rounding(weight_rounding, correct)
     for written in (cache, ranges, histograms, report, qdq):
         if written is not None and not Path(written).resolve().parent.is_dir():
             raise Int8CalibError(f"{written}: the folder to write it in does not exist")
@@ -190,7 +195,7 @@ def calibrate(
         if folds:
             result = CalibrationResult({}, method, "")
             shifts = cross_validate(result, model, calibrator.loader, runner, meta, max_memory, providers, output,
-                                    exclude_nodes, exclude_op_types, correct)
+                                    exclude_nodes, exclude_op_types, correct, rounding)
         elif method in (ALL, AUTO):
             result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names))
             result.samples = int(result.statistics.meta.get("samples", 0))
@@ -211,13 +216,14 @@ def calibrate(
         shifts = _bias_shifts(model if model is not None else result.statistics.meta.get("model"),
                               calibrator.loader if from_histograms is None else data,
                               preprocess if preprocess is not None else result.statistics.meta.get("preprocess"),
-                              batch_size, providers, batch_axes)
+                              batch_size, providers, batch_axes, rounding)
     if auto:
         if not folds:  # (cross-validation chose already, in the statistics pass)
             if holdout is None:  # --from-histograms: the statistics did not see --data
                 holdout = data
             shifts = choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
                                           exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
+                                          rounding=rounding,
                                           refit=None if from_histograms is not None or budgeted else runner)
         warn_zero_tensors(result.amax)
         if cache is not None:
@@ -316,6 +322,7 @@ def export_model(
 
                 corrected = correct_biases(written, shifts)
                 record["bias_correction"] = {"layers": len(corrected), "samples": shifts.samples}
+                record["weight_rounding"] = {"layers": len(shifts.rounded)} if shifts.rounded else None
                 logger.info("bias correction: %d layer(s) corrected (largest shift %s)", len(corrected),
                             ", ".join(f"{n} {v:.3g}" for n, v in shifts.largest(1)) or "none")
             else:
@@ -341,20 +348,32 @@ def _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histo
     return bool(bias_correction)
 
 
-def _bias_shifts(model, data, preprocess, batch_size: int, providers, batch_axes):
+def _check_weight_rounding(weight_rounding, correct: bool) -> bool:
+    """Whether to round weights for the layers' output error (it goes with bias correction, whose
+    shifts must be those of the weights written)."""
+    from .passes.weight_rounding import DEFAULT
+
+    if weight_rounding and not correct:
+        raise Int8CalibError("--weight-rounding writes its int8 weights with bias correction: it needs --qdq "
+                             "(int8) and bias correction on")
+    return bool(correct and (DEFAULT if weight_rounding is None else weight_rounding))
+
+
+def _bias_shifts(model, data, preprocess, batch_size: int, providers, batch_axes, rounding: bool = False):
     """The weight-rounding output shifts of ``model``, measured on up to BIAS_SAMPLES samples of
-    ``data`` (the calibration loader, or data to resolve) spread over it."""
+    ``data`` (the calibration loader, or data to resolve) spread over it; with ``rounding``, of weights
+    rounded by ``passes.weight_rounding`` on the same samples."""
     from .batching import BatchLoader, FeedDictLoader
-    from .passes import measure_shifts, spread
+    from .passes import measure_corrections, spread
     from .runner import load_model
 
     proto = load_model(model)
     if not isinstance(data, (BatchLoader, FeedDictLoader)):
         data = held_out_loader(proto, data, preprocess, batch_size, batch_axes)
     if isinstance(data, FeedDictLoader):  # a script's stream: its first samples
-        return measure_shifts(proto, data, providers)
+        return measure_corrections(proto, data, providers, rounding)
     loader = BatchLoader(spread(data.samples), data.inputs, data.preprocess, data.batch_size, data.skip_bad)
-    return measure_shifts(proto, loader, providers, max_samples=None)
+    return measure_corrections(proto, loader, providers, rounding, max_samples=None)
 
 
 def _check_budget(model, output, accuracy_budget, min_sqnr) -> None:

@@ -117,12 +117,13 @@ def check_auto(model, data, from_histograms, precision, output, method_params) -
 
 
 def choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
-                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False):
+                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False, rounding=False):
     """--method auto: every candidate's ranges from ``result.statistics``, ranked on ``holdout``.
 
     The held-out samples are preprocessed once and serve the ranking, the refit and, with
-    ``correct``, the bias correction's shifts, which are returned (None without). Shifts do not
-    depend on activation ranges, so measuring them on these samples favours no candidate.
+    ``correct``, the bias correction's shifts (of weights rounded by ``passes.weight_rounding`` with
+    ``rounding``), which are returned (None without). Neither depends on activation ranges, so
+    measuring them on these samples favours no candidate.
 
     With ``refit`` (the runner of the statistics pass) the held-out samples' statistics are
     collected too and merged in, and the winner's ranges recomputed from all the data: the
@@ -133,7 +134,7 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
     """
     from .evaluate.mixed import choose_method
     from .methods import compute_ranges
-    from .passes import measure_shifts
+    from .passes import measure_corrections
     from .runner import load_model
 
     stats = result.statistics
@@ -147,7 +148,7 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
     proto = load_model(source)
     loader = held_out_loader(proto, holdout, pre, batch_size, batch_axes)
     batches = list(loader)  # few samples: kept preprocessed for every use below
-    shifts = measure_shifts(proto, batches, providers) if correct else None
+    shifts = measure_corrections(proto, batches, providers, rounding) if correct else None
     choice = choose_method(proto, candidates, batches, output, exclude_nodes, exclude_op_types, providers, shifts)
     logger.debug("%s", choice.format_table())
     _log_choice(choice)
@@ -170,7 +171,7 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
 
 
 def cross_validate(result, model, loader, runner, meta, max_memory=None, providers=None, output=None, exclude_nodes=None,
-                   exclude_op_types=(), correct=False):
+                   exclude_op_types=(), correct=False, rounding=False):
     """--method auto on little data: rank by ``FOLDS``-fold cross-validation instead of one split.
 
     With 1 sample in 5 held out, a few dozen samples leave too few to tell the candidates apart
@@ -188,7 +189,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     from .collection.calibration_pass import collect_statistics
     from .evaluate.mixed import choose_method_by_folds
     from .methods import compute_ranges
-    from .passes import measure_shifts
+    from .passes import measure_corrections
     from .runner import load_model
     from .stats import merge
 
@@ -206,7 +207,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
         raise Int8CalibError("no calibration sample could be loaded" if not parts else
                              "--method auto: only one fold of samples could be loaded; give more readable samples")
     proto = load_model(model)
-    shifts = measure_shifts(proto, [b for batches in parts for b in batches], providers) if correct else None
+    shifts = measure_corrections(proto, [b for batches in parts for b in batches], providers, rounding) if correct else None
 
     seconds: dict[str, float] = {}
 

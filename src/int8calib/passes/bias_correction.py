@@ -40,6 +40,9 @@ class BiasShifts:
 
     shifts: dict[str, np.ndarray] = field(default_factory=dict)
     samples: int = 0
+    # per layer (node id): the (int8 values, scales) the shifts were measured for, where not rounded to
+    # nearest (passes.weight_rounding); correct_biases writes them into the Q/DQ model with the biases
+    rounded: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def largest(self, count: int = 5) -> list[tuple[str, float]]:
         """The layers with the largest shift (max |shift| over channels), largest first."""
@@ -75,17 +78,18 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def weight_error(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
-    """Wq - W for the layer's weight, quantized exactly as :func:`~int8calib.writers.qdq.build_qdq` does."""
-    q, s = quantize_per_channel(w, weight_axis(node, 1, w.ndim))
+def weight_error(node: onnx.NodeProto, w: np.ndarray, rounded: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Wq - W for the layer's weight, quantized exactly as :func:`~int8calib.writers.qdq.build_qdq` does
+    (``rounded``: the (int8 values, scales) it is given instead, from ``passes.weight_rounding``)."""
     axis = weight_axis(node, 1, w.ndim)
+    q, s = rounded if rounded is not None else quantize_per_channel(w, axis)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
     return (q.astype(np.float32) * s.reshape(shape) - w).astype(np.float32)
 
 
-def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
+def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], weights=None) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
     """A copy of the float ``model`` with a twin per layer computing ``layer(x, Wq - W)``, averaged
     over every axis but the batch (0) and the channel: ``{node id: (mean [rows, C] output, shape of
     the averaged view [rows, C, P] or [rows, P, C] output, the view's positions axis)}``."""
@@ -98,7 +102,8 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto]) -> tup
     outputs: dict[str, tuple[str, str, int]] = {}
     for node in layers:
         nid = node_id(node)
-        dw = numpy_helper.from_array(weight_error(node, constants[node.input[1]]), fresh(f"{nid}_weight_error"))
+        rounded = (weights or {}).get(node.input[1])
+        dw = numpy_helper.from_array(weight_error(node, constants[node.input[1]], rounded), fresh(f"{nid}_weight_error"))
         graph.initializer.append(dw)
         attrs = [a for a in node.attribute if not (node.op_type == "Gemm" and a.name == "beta")]
         twin_out = fresh(f"{nid}_weight_error_out")
@@ -143,16 +148,19 @@ def measure_shifts(
     providers: Sequence[str] | None = None,
     nodes: Iterable[str] | None = None,
     max_samples: int | None = BIAS_SAMPLES,
+    weights=None,
 ) -> BiasShifts:
     """The mean output shift of every correctable layer (or of ``nodes``) on ``loader``'s first
-    ``max_samples`` samples, each position of each sample weighted alike."""
+    ``max_samples`` samples, each position of each sample weighted alike; ``weights``: the int8
+    weights ``build_qdq`` is given (``passes.weight_rounding``), where they are not rounded to nearest."""
     from ..runner import ActivationRunner
 
     layers = correctable_layers(model, nodes)
     result = BiasShifts()
     if not layers:
         return result
-    twins, names = shift_model(model, layers)
+    result.rounded = {node_id(n): weights[n.input[1]] for n in layers if n.input[1] in (weights or {})}
+    twins, names = shift_model(model, layers, weights)
     runner = ActivationRunner(twins, providers, [t for mean, shape, _ in names.values() for t in (mean, shape)])
     sums = {nid: None for nid in names}
     counts = dict.fromkeys(names, 0)
@@ -181,8 +189,11 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[s
     rounding to undo): by default those whose weight is read through a DequantizeLinear, or the
     node ids in ``nodes`` (to correct a float model for a route that quantizes its weights
     later). A Conv / ConvTranspose / Gemm without a bias gets one; a MatMul gets its following
-    bias Add's constant corrected, or a new Add."""
+    bias Add's constant corrected, or a new Add. Where the shifts were measured for weights not
+    rounded to nearest (``shifts.rounded``), those int8 values replace the DequantizeLinear's."""
     graph = model.graph
+    if shifts.rounded:
+        _write_rounded(graph, shifts.rounded)
     if nodes is None:
         dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
         nodes = [node_id(n) for n in graph.node if len(n.input) > 1 and n.input[1] in dequantized]
@@ -224,6 +235,22 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[s
     for n in dead:  # Constant-node biases replaced likewise
         graph.node.remove(n)
     return corrected
+
+
+def _write_rounded(graph: onnx.GraphProto, rounded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Replace the int8 weights of the layers in ``rounded`` (read through a DequantizeLinear with the
+    same scales) by the rounded ones."""
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    for node in graph.node:
+        q_s = rounded.get(node_id(node))
+        dq = producer.get(node.input[1]) if q_s is not None and len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or dq.input[1] not in inits:
+            continue
+        q, s = q_s
+        old = inits[dq.input[0]]
+        if tuple(old.dims) == q.shape and np.array_equal(numpy_helper.to_array(inits[dq.input[1]]).reshape(-1), s.reshape(-1)):
+            old.CopyFrom(numpy_helper.from_array(q.astype(np.int8), old.name))
 
 
 def _correct_matmul(graph, node, shift, inits, consumers, fresh) -> None:

@@ -187,6 +187,7 @@ def build_qdq(
     exclude_op_types: Iterable[str] = (),
     keep_float: Iterable[str] = (),
     scales: Mapping[str, float] | None = None,
+    weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[onnx.ModelProto, QdqSummary]:
     """A copy of ``model`` with Q/DQ nodes, and what was done.
 
@@ -194,7 +195,10 @@ def build_qdq(
     op types kept in float; ``keep_float`` node ids kept in float by mixed precision.
     ``scales`` gives float32 activation scales to write as they are, bit for bit, instead
     of ``amax / 127`` (a calibration cache's own numbers); ``amax`` must still hold those tensors.
+    ``weights`` gives, per weight initializer, the (int8 values, per-channel scales) to write instead
+    of rounding to nearest (``passes.weight_rounding``); same shapes as ``quantize_per_channel``'s.
     """
+    weights = weights or {}
     scales = scales or {}
     try:
         pattern = re.compile(exclude_nodes) if exclude_nodes else None
@@ -299,7 +303,7 @@ def build_qdq(
                 (after.setdefault(tensor, []) if tensor in producer else head).extend(pair)
                 summary.activations.append(tensor)
             else:
-                q, s = quantize_per_channel(constants[tensor], axis)
+                q, s = weights[tensor] if tensor in weights else quantize_per_channel(constants[tensor], axis)
                 qw = numpy_helper.from_array(q, fresh(f"{tensor}_int8"))
                 scale = numpy_helper.from_array(s if axis is not None else s.reshape(()), fresh(f"{tensor}_scale"))
                 zp = scalar_zero if axis is None else numpy_helper.from_array(np.zeros(s.size, np.int8), fresh(f"{tensor}_zero_point"))
