@@ -153,13 +153,16 @@ def sqnr(e: dict, rows: np.ndarray) -> float:
     return 10.0 * np.log10(e["signal"][rows].sum() / max(e["noise"][rows].sum(), 1e-300))
 
 
-def regrets(arrays: dict, splits: int, seed: int = 0) -> dict[int, dict[str, np.ndarray]]:
-    """{split size: {rule: regret in dB per random split}}."""
+def regrets(arrays: dict, splits: int, seed: int = 0, every_sample: bool = False) -> dict[int, dict[str, np.ndarray]]:
+    """{split size: {rule: regret in dB per random split}}; ``every_sample``: the rules see every calibration
+    sample (cross-validation at any size, leaving at least 100 of pool B unseen) instead of auto's split."""
     out = {}
     count = len(next(iter(arrays.values())))
     for size in sorted({int(k.split("/")[0]) for k in arrays}):
         by = errors(arrays, size)
         seen = size if size < CROSS_VALIDATE_BELOW * HOLDOUT_EVERY else size // HOLDOUT_EVERY
+        if every_sample:
+            seen = min(size, count - 100)
         if count - seen < 48:
             continue
         rng = np.random.default_rng(seed + size)
@@ -183,12 +186,14 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=2000)
     parser.add_argument("--json", help="write every cell's numbers here")
     parser.add_argument("--quiet", action="store_true", help="no per-range-set SQNR lines")
+    parser.add_argument("--every-sample", action="store_true",
+                        help="rules see every calibration sample at any size (cross-validation always), not auto's split")
     args = parser.parse_args()
     cache = Path(args.cache)
     table: dict[str, dict] = {}
     for name, path, pool_a, pool_b, preprocess, batch in cases(Path(args.shared), cache, args.models):
         arrays = bank(name, path, pool_a, pool_b, preprocess, batch, cache / name)
-        table[name] = regrets(arrays, args.splits)
+        table[name] = regrets(arrays, args.splits, every_sample=args.every_sample)
         for size in [] if args.quiet else sorted({int(k.split("/")[0]) for k in arrays}):
             by = errors(arrays, size)
             all_rows = np.arange(len(by["mse"]["signal"]))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from int8calib.evaluate.metrics import OutputComparison
-from int8calib.evaluate.selection import paired, paired_differences, select, sqnr_db
+from int8calib.evaluate.selection import CONFIDENCE, paired, paired_differences, select, sqnr_db
 
 
 def _errors(noise: dict[str, list[float]], signal: float = 100.0) -> dict:
@@ -20,7 +20,7 @@ def test_a_candidate_with_half_the_noise_on_every_sample_wins_by_3_dB_in_every_r
     assert sqnr_db(errors["percentile:99.99"]) - sqnr_db(errors["mse"]) == pytest.approx(10 * np.log10(2.0))
     chosen = select(errors)
     assert chosen.chosen == "percentile:99.99" and chosen.within_noise == []
-    assert "beats mse with 95% confidence" in chosen.reason
+    assert f"beats mse with {CONFIDENCE:.0%} confidence" in chosen.reason
 
 
 def test_one_lucky_sample_does_not_displace_the_default():
