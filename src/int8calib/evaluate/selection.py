@@ -76,8 +76,8 @@ def paired(errors, default: str = DEFAULT, confidence: float = CONFIDENCE, agree
     with ``confidence`` (one-sided).
 
     A classifier (``flips`` given, ``agreement_first``) is first judged by expected top-1 agreement:
-    candidates whose agreement is clearly below the best one's (the 95 % bootstrap interval of the
-    paired difference of flips excludes 0) drop out, and the SQNR rule picks among the rest (the
+    candidates whose expected agreement is below the best one's by more than one sample's worth with
+    97.5 % confidence (bootstrap of the paired difference of flips) drop out, and the SQNR rule picks among the rest (the
     default among them, or the best SQNR when the default dropped out). SQNR sums power over samples,
     so a few samples with huge outputs can outweigh all others; agreement counts every sample alike.
     """
@@ -98,12 +98,15 @@ def paired(errors, default: str = DEFAULT, confidence: float = CONFIDENCE, agree
 
 
 def _not_clearly_less_agreeing(errors, resamples: int = RESAMPLES) -> list[str]:
-    """The candidates whose expected agreement is not clearly below the best one's (paired bootstrap of flips)."""
+    """The candidates whose expected agreement is not clearly (by more than one sample) below the best one's
+    (paired bootstrap of flips)."""
     n = len(next(iter(errors.values()))["flips"])
     picks = np.random.default_rng(1).integers(0, n, size=(resamples, n))
     flips = {name: np.asarray(e["flips"], np.float64)[picks].sum(axis=1) for name, e in errors.items()}
     best = min(errors, key=lambda name: float(np.sum(errors[name]["flips"])))
-    return [name for name in errors if name == best or np.quantile(flips[name] - flips[best], 0.025) <= 0]
+    # out: more than one sample's worth of expected flips behind, with 97.5 % confidence (flips of candidates
+    # are so correlated that a tenth of a point can be significant, and then means nothing)
+    return [name for name in errors if name == best or np.quantile(flips[name] - flips[best], 0.025) <= 1.0]
 
 
 def within_noise(errors, chosen: str) -> list[str]:
