@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from int8calib.cli import main
-from int8calib.demo import PHOTOS, calibration_views, demo_photos, sqnr_db
+from int8calib.demo import PHOTOS, calibration_views, demo_photos, photo_bootstrap, sqnr_db
 from int8calib.preprocess import Preprocess, load_image
 from int8calib.writers.cache import read_cache
 
@@ -43,6 +43,22 @@ def test_sqnr_db():
     assert sqnr_db(ref, ref + np.array([[0.5, 0.0]])) == pytest.approx(10 * np.log10(25 / 0.25))
 
 
+def test_photo_bootstrap_resamples_photos_not_views():
+    # 3 photos x 2 views x 4 classes: b's noise is twice a's on every view, and b flips view 1 of photo 2
+    fp32 = np.zeros((3, 2, 4))
+    fp32[..., 0] = 10.0
+    a = fp32 + np.array([1.0, 0, 0, 0])
+    b = fp32 + np.array([np.sqrt(2.0), 0, 0, 0])
+    b[2, 1] = [np.sqrt(2.0), 10.0, 0, 0]  # noise (sqrt 2 - 10)^2 + 10^2
+    flip = (np.sqrt(2.0) - 10.0) ** 2 + 100.0
+    agree, sqnr = photo_bootstrap(fp32, a, b, resamples=400)
+    # agreement: a 100 % on every photo, b 50 % on photo 2; resamples without photo 2 (8/27) give 0,
+    # those of photo 2 three times (1/27, over 2.5 %) give 50 points
+    assert agree == pytest.approx((50.0 / 3, 0.0, 50.0))
+    assert sqnr[0] == pytest.approx(10 * np.log10((5 * 2.0 + flip) / 6.0))
+    assert sqnr[1] == pytest.approx(10 * np.log10(2.0)) and sqnr[2] == pytest.approx(10 * np.log10((2.0 + flip) / 2.0))
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("INT8CALIB_CACHE", str(tmp_path / "cache"))
@@ -69,6 +85,13 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
                          r"top-1 agreement (\d+)/9, output SQNR (-?[\d.]+) dB", out)
     assert baseline and int(baseline.group(1)) >= 7
     assert float(sqnr.group(1)) >= float(baseline.group(2)) + 5
+    # scored again on 72 views the calibration never saw, with what 9 photos can tell apart
+    assert "on 72 views of these 9 photos the calibration never saw (4 other crops, each mirrored):" in out
+    gap = re.search(r"minus entropy2, 95 % interval over resampled photos: agreement ([-+][\d.]+) points "
+                    r"\(([-+][\d.]+) to ([-+][\d.]+): (within|beyond) noise\), SQNR ([-+][\d.]+) dB "
+                    r"\(([-+][\d.]+) to ([-+][\d.]+): (within|beyond) noise\)", out)
+    assert gap and float(gap.group(2)) <= float(gap.group(1)) <= float(gap.group(3))
+    assert gap.group(8) == "beyond" and float(gap.group(6)) > 3  # the SQNR gain is not luck of 9 photos
 
     folder = tmp_path / "int8calib-demo"
     cache = read_cache(folder / "calibration.cache")

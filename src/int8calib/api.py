@@ -88,6 +88,7 @@ def calibrate(
     low_precision_nodes: str | None = None,
     low_precision_op_types: Sequence[str] = (),
     low_precision_io: bool = False,
+    weight_rounding: bool | None = None,
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
@@ -128,6 +129,10 @@ def calibrate(
     so; ``low_precision_nodes`` / ``low_precision_op_types`` force nodes to the low type;
     ``low_precision_io`` types graph inputs and outputs too (default: they stay float32). What is
     scored (auto, the budget) is that model.
+
+    ``weight_rounding`` (default: ``passes.weight_rounding.DEFAULT``, with bias correction) chooses
+    the Q/DQ model's int8 weights for each layer's output error on the same samples
+    (:mod:`int8calib.passes.weight_rounding`), before their shifts are measured.
     """
     if method is None:
         method = default_method(model, data, from_histograms, precision, output, method_params, batch_axes)
@@ -145,6 +150,7 @@ def calibrate(
     correct = _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histograms, data)
     lowering = PrecisionOptions(high_precision, fp32_nodes, tuple(fp32_op_types), low_precision_nodes,
                               tuple(low_precision_op_types), not low_precision_io)
+    rounding = _check_weight_rounding(weight_rounding, correct)
     for written in (cache, ranges, histograms, report, qdq):
         if written is not None and not Path(written).resolve().parent.is_dir():
             raise Int8CalibError(f"{written}: the folder to write it in does not exist")
@@ -205,7 +211,7 @@ def calibrate(
         if folds:
             result = CalibrationResult({}, method, "")
             shifts = cross_validate(result, model, calibrator.loader, runner, meta, max_memory, providers, output,
-                                    exclude_nodes, exclude_op_types, correct, lowering)
+                                    exclude_nodes, exclude_op_types, correct, lowering, rounding)
         elif method in (ALL, AUTO):
             result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names))
             result.samples = int(result.statistics.meta.get("samples", 0))
@@ -229,14 +235,15 @@ def calibrate(
         shifts = _float_pass(model if model is not None else result.statistics.meta.get("model"),
                              calibrator.loader if from_histograms is None else data,
                              preprocess if preprocess is not None else result.statistics.meta.get("preprocess"),
-                             batch_size, providers, batch_axes, correct, lowering)
+                             batch_size, providers, batch_axes, correct, lowering, rounding)
     if auto:
         if not folds:  # (cross-validation chose already, in the statistics pass)
             if holdout is None:  # --from-histograms: the statistics did not see --data
                 holdout = data
             shifts = choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
                                           exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
-                                          refit=None if from_histograms is not None or budgeted else runner, lowering=lowering)
+                                          rounding=rounding, lowering=lowering,
+                                          refit=None if from_histograms is not None or budgeted else runner)
         warn_zero_tensors(result.amax)
         if cache is not None:
             write_cache(cache, result.amax, result.algorithm, trt_version, _result_record(base, result, method, method_params),
@@ -348,6 +355,7 @@ def export_model(
             record = dict(record or {})
             if shifts is not None and shifts.shifts:
                 record["bias_correction"] = {"layers": len(built.corrected), "samples": shifts.samples}
+                record["weight_rounding"] = {"layers": len(shifts.rounded)} if shifts.rounded else None
                 logger.info("bias correction: %d layer(s) corrected (largest shift %s)", len(built.corrected),
                             ", ".join(f"{n} {v:.3g}" for n, v in shifts.largest(1)) or "none")
             else:
@@ -378,12 +386,25 @@ def _check_bias_correction(bias_correction, qdq, precision, budgeted, from_histo
     return bool(bias_correction)
 
 
-def _float_pass(model, data, preprocess, batch_size: int, providers, batch_axes, correct: bool, lowering: "PrecisionOptions"):
+def _check_weight_rounding(weight_rounding, correct: bool) -> bool:
+    """Whether to round weights for the layers' output error (it goes with bias correction, whose
+    shifts must be those of the weights written)."""
+    from .passes.weight_rounding import DEFAULT
+
+    if weight_rounding and not correct:
+        raise Int8CalibError("--weight-rounding writes its int8 weights with bias correction: it needs --qdq "
+                             "(int8) and bias correction on")
+    return bool(correct and (DEFAULT if weight_rounding is None else weight_rounding))
+
+
+def _float_pass(model, data, preprocess, batch_size: int, providers, batch_axes, correct: bool, lowering: "PrecisionOptions",
+                rounding: bool = False):
     """One run of the float model on up to BIAS_SAMPLES samples of ``data`` (the calibration loader,
     or data to resolve) spread over it: the weight-rounding shifts when ``correct`` (returned, else
-    None) and max |x| of the float tensors the statistics did not cover (into ``lowering.ranges``)."""
+    None; of weights rounded by ``passes.weight_rounding`` on the same samples with ``rounding``) and
+    max |x| of the float tensors the statistics did not cover (into ``lowering.ranges``)."""
     from .batching import BatchLoader, FeedDictLoader
-    from .passes import measure_shifts, spread
+    from .passes import measure_corrections, spread
     from .runner import load_model
 
     proto = load_model(model, load_external_data=False)
@@ -394,11 +415,12 @@ def _float_pass(model, data, preprocess, batch_size: int, providers, batch_axes,
         data = held_out_loader(proto, data, preprocess, batch_size, batch_axes)
     nodes = None if correct else []
     if isinstance(data, FeedDictLoader):  # a script's stream: its first samples
-        shifts = measure_shifts(proto, data, providers, nodes, high_precision=lowering.high_precision, ranges_of=unranged)
+        shifts = measure_corrections(proto, data, providers, rounding, high_precision=lowering.high_precision,
+                                     ranges_of=unranged, nodes=nodes)
     else:
         loader = BatchLoader(spread(data.samples), data.inputs, data.preprocess, data.batch_size, data.skip_bad)
-        shifts = measure_shifts(proto, loader, providers, nodes, max_samples=None, high_precision=lowering.high_precision,
-                                ranges_of=unranged)
+        shifts = measure_corrections(proto, loader, providers, rounding, max_samples=None,
+                                     high_precision=lowering.high_precision, ranges_of=unranged, nodes=nodes)
     lowering.ranges.update(shifts.ranges)
     return shifts if correct else None
 

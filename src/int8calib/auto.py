@@ -117,14 +117,16 @@ def check_auto(model, data, from_histograms, precision, output, method_params) -
 
 
 def choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
-                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False, lowering=None):
+                          exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False, lowering=None,
+                          rounding=False):
     """--method auto: every candidate's ranges from ``result.statistics``, ranked on ``holdout``.
 
     The held-out samples are preprocessed once and serve the ranking, the refit and, with
-    ``correct``, the bias correction's shifts, which are returned (None without). Shifts do not
-    depend on activation ranges, so measuring them on these samples favours no candidate.
-    ``lowering`` (:class:`~int8calib.writers.precision.PrecisionOptions`) types every candidate's
-    model as the written one will be; the same run measures the ranges its FP16 rules lack.
+    ``correct``, the bias correction's shifts (of weights rounded by ``passes.weight_rounding`` with
+    ``rounding``), which are returned (None without). Neither depends on activation ranges, so
+    measuring them on these samples favours no candidate. ``lowering``
+    (:class:`~int8calib.writers.precision.PrecisionOptions`) types every candidate's model as the
+    written one will be; the same run measures the ranges its FP16 rules lack.
 
     With ``refit`` (the runner of the statistics pass) the held-out samples' statistics are
     collected too and merged in, and the winner's ranges recomputed from all the data: the
@@ -148,7 +150,7 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
     proto = load_model(source, load_external_data=False)
     loader = held_out_loader(proto, holdout, pre, batch_size, batch_axes)
     batches = list(loader)  # few samples: kept preprocessed for every use below
-    shifts = _float_pass(proto, batches, providers, correct, lowering)
+    shifts = _float_pass(proto, batches, providers, correct, lowering, rounding)
     choice = choose_method(proto, candidates, batches, output, exclude_nodes, exclude_op_types, providers, shifts, lowering)
     logger.debug("%s", choice.format_table())
     _log_choice(choice)
@@ -171,7 +173,7 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
 
 
 def cross_validate(result, model, loader, runner, meta, max_memory=None, providers=None, output=None, exclude_nodes=None,
-                   exclude_op_types=(), correct=False, lowering=None):
+                   exclude_op_types=(), correct=False, lowering=None, rounding=False):
     """--method auto on little data: rank by ``FOLDS``-fold cross-validation instead of one split.
 
     With 1 sample in 5 held out, a few dozen samples leave too few to tell the candidates apart
@@ -207,7 +209,7 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
         raise Int8CalibError("no calibration sample could be loaded" if not parts else
                              "--method auto: only one fold of samples could be loaded; give more readable samples")
     proto = load_model(model, load_external_data=False)
-    shifts = _float_pass(proto, [b for batches in parts for b in batches], providers, correct, lowering)
+    shifts = _float_pass(proto, [b for batches in parts for b in batches], providers, correct, lowering, rounding)
 
     seconds: dict[str, float] = {}
 
@@ -232,17 +234,19 @@ def cross_validate(result, model, loader, runner, meta, max_memory=None, provide
     return shifts
 
 
-def _float_pass(proto, batches, providers, correct: bool, lowering):
-    """The bias-correction shifts (None without ``correct``) and, in the same run of the float model
-    on ``batches``, the ranges ``lowering``'s FP16 rules lack (into ``lowering.ranges``)."""
-    from .passes import measure_shifts
+def _float_pass(proto, batches, providers, correct: bool, lowering, rounding: bool = False):
+    """The bias-correction shifts (None without ``correct``; of rounded weights with ``rounding``) and, in
+    the same run of the float model on ``batches``, the ranges ``lowering``'s FP16 rules lack (into
+    ``lowering.ranges``)."""
+    from .passes import measure_corrections
     from .writers.precision import unranged_tensors
 
     unranged = unranged_tensors(proto, lowering) if lowering is not None else []
     if not correct and not unranged:
         return None
-    shifts = measure_shifts(proto, batches, providers, None if correct else [], ranges_of=unranged,
-                            high_precision=lowering.high_precision if lowering is not None else "fp32")
+    shifts = measure_corrections(proto, batches, providers, rounding and correct, ranges_of=unranged,
+                                 nodes=None if correct else [],
+                                 high_precision=lowering.high_precision if lowering is not None else "fp32")
     if lowering is not None:
         lowering.ranges.update(shifts.ranges)
     return shifts if correct else None

@@ -76,6 +76,11 @@ def register(sub) -> None:
         help="correct the Q/DQ model's biases for the mean output shift its int8 weights cause, measured on up to "
         "128 calibration samples (default: on with an int8 --qdq; docs/qdq.md)",
     )
+    qdq.add_argument(
+        "--weight-rounding", action=argparse.BooleanOptionalAction, default=None,
+        help="choose each layer's int8 weights for its output error on the same samples, not round to nearest "
+        "(GPTQ-style, with bias correction; default: off: it helped EfficientNet-Lite0, not the PP-OCRv4 detector; docs/qdq.md)",
+    )
     qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr / --method auto "
                      "(default: the first floating-point output)")
     add_high_precision_options(p)
@@ -162,6 +167,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         report=args.report,
         reuse_cache=args.reuse_cache,
         bias_correction=args.bias_correction,
+        weight_rounding=args.weight_rounding,
         **high_precision_kwargs(args),
         **_method_params(args),
     )

@@ -90,18 +90,28 @@ class OutputComparison:
     labelled: int = 0
     correct: dict[str, int] = field(default_factory=lambda: {"fp32_top1": 0, "fp32_top5": 0, "int8_top1": 0, "int8_top5": 0})
     classifier: bool = True
+    # per sample (row), in order: signal and noise power, and a classifier's flip probability; auto's
+    # paired comparison of candidates reads them (evaluate.mixed.rank_candidates)
+    rows: dict[str, list] = field(default_factory=lambda: {"signal": [], "noise": [], "flips": []})
 
     def add(self, ref: np.ndarray, test: np.ndarray, labels: np.ndarray | None = None) -> None:
         if ref.shape != test.shape:
             raise ValueError(f"output shapes differ: {ref.shape} vs {test.shape}")
         self.power.add(ref, test)
         self.n += ref.shape[0] if ref.ndim else 1
+        if ref.ndim:
+            axes = tuple(range(1, ref.ndim))
+            ref64 = np.asarray(ref, np.float64)
+            self.rows["signal"].append(np.sum(ref64 * ref64, axis=axes).reshape(-1))
+            self.rows["noise"].append(np.sum(np.square(np.asarray(test, np.float64) - ref64), axis=axes).reshape(-1))
         if ref.ndim != 2 or ref.shape[1] < 2:
             self.classifier = False
             return
         ref_top, test_top = topk(ref, 5), topk(test, 5)
         self.top1_agree += int(np.sum(ref_top[:, 0] == test_top[:, 0]))
-        self.expected_flips += float(np.sum(flip_probability(ref, test)))
+        flips = flip_probability(ref, test)
+        self.rows["flips"].append(flips)
+        self.expected_flips += float(np.sum(flips))
         k = ref_top.shape[1]
         for r, t in zip(ref_top, test_top):
             self.top5_overlap += len(set(r.tolist()) & set(t.tolist())) / k
@@ -125,7 +135,14 @@ class OutputComparison:
         self.labelled += other.labelled
         for key, count in other.correct.items():
             self.correct[key] += count
+        for key, parts in other.rows.items():
+            self.rows[key].extend(parts)
         self.classifier = self.classifier and other.classifier
+
+    def per_sample(self, key: str) -> np.ndarray:
+        """``rows[key]`` (signal, noise or flips) as one array, a value per sample in order."""
+        parts = self.rows[key]
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def to_dict(self) -> dict:
         """Percentages for the rates; None where a metric does not apply."""

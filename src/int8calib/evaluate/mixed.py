@@ -32,7 +32,9 @@ from ..passes import BiasShifts, quantized_model
 from ..util.log import logger, progress
 from ..writers.precision import PrecisionOptions
 from .compare import compare_models
+from .metrics import OutputComparison
 from .outputs import check_budget, choose_output
+from .selection import DEFAULT, RULE_TEXT, Selection, select
 
 HOLDOUT_EVERY = 5
 RANK_SAMPLES = 32  # SQNR is a smooth measure: a few dozen samples rank the layers; agreement uses all
@@ -205,6 +207,8 @@ class MethodChoice:
     refit: bool = False  # the winner's ranges were recomputed with the held-out samples merged in
     bias_corrected: bool = False  # every candidate was measured with its biases corrected
     folds: int = 0  # > 0: ranked by cross-validation over this many folds, every sample held out once
+    within_noise: list[str] = field(default_factory=list)  # candidates these samples do not tell apart from the chosen
+    reason: str = ""  # why the selection rule chose it
 
     @property
     def runner_up(self) -> dict | None:
@@ -218,9 +222,9 @@ class MethodChoice:
         return None if second is None else _db(self.table[0]["sqnr_db"]) - _db(second["sqnr_db"])
 
     def to_dict(self) -> dict:
-        return {"chosen": self.chosen, "output": self.output, "ranked_by": "expected_top1_agreement (within 100/n points: sqnr_db)" if self.scores else "sqnr_db",
-                "held_out_samples": self.samples, "refit_on_all_samples": self.refit, "bias_corrected": self.bias_corrected,
-                "cross_validation_folds": self.folds, "candidates": self.table}
+        return {"chosen": self.chosen, "output": self.output, "rule": RULE_TEXT, "reason": self.reason,
+                "within_noise": self.within_noise, "held_out_samples": self.samples, "refit_on_all_samples": self.refit,
+                "bias_corrected": self.bias_corrected, "cross_validation_folds": self.folds, "candidates": self.table}
 
     @classmethod
     def from_dict(cls, record: dict) -> "MethodChoice":
@@ -229,24 +233,32 @@ class MethodChoice:
         scores = bool(table) and all(r.get("expected_top1_agreement") is not None for r in table)
         return cls(record["chosen"], record.get("output", ""), scores, int(record.get("held_out_samples", 0)), list(table),
                    bool(record.get("refit_on_all_samples")), bool(record.get("bias_corrected")),
-                   int(record.get("cross_validation_folds") or 0))
+                   int(record.get("cross_validation_folds") or 0), list(record.get("within_noise") or []),
+                   record.get("reason", ""))
 
     def format_table(self) -> str:
         head = f"{'candidate':<18}" + (f"{'expected agree %':>17}{'observed %':>11}" if self.scores else "") + f"{'SQNR dB':>10}"
         corrected = ", biases corrected" if self.bias_corrected else ""
         folds = f", {self.folds}-fold cross-validation: each held out once" if self.folds else ""
-        lines = [f"--method auto: held-out error of '{self.output}' on {self.samples} samples{folds}{corrected} (best first)", head]
+        lines = [f"--method auto: held-out error of '{self.output}' on {self.samples} samples{folds}{corrected} (chosen first)", head]
         for i, row in enumerate(self.table):
             agree = f"{row['expected_top1_agreement']:>17.2f}{row['top1_agreement']:>11.2f}" if self.scores else ""
             lines.append(f"{row['candidate']:<18}{agree}{_db(row['sqnr_db']):>10.2f}{_note(row, i == 0)}")
         second = self.runner_up
-        if second is not None:
+        if second is not None and self.margin_db < 0:
+            lines.append(f"chosen: {self.chosen}; {second['candidate']} measured {-self.margin_db:.2f} dB higher")
+        elif second is not None:
             by = f"{self.margin_db:+.2f} dB SQNR"
             if self.scores:
                 by = f"{self.table[0]['expected_top1_agreement'] - second['expected_top1_agreement']:+.2f} points of expected agreement, " + by
             lines.append(f"chosen: {self.chosen}, ahead of {second['candidate']} by {by}")
         else:
             lines.append(f"chosen: {self.chosen}")
+        if self.reason:  # (records written before issue 23 have none)
+            names = [self.chosen, *self.within_noise]
+            noise = (f"{', '.join(names[:-1])} and {names[-1]} are within noise on {self.samples} samples" if self.within_noise
+                     else f"no other candidate is within noise of {self.chosen} on {self.samples} samples")
+            lines.append(f"why: {self.reason}; {noise} (95 % bootstrap interval of the paired SQNR difference)")
         return "\n".join(lines)
 
 
@@ -271,15 +283,17 @@ def choose_method(
     shifts: BiasShifts | None = None,
     lowering: PrecisionOptions | None = None,
 ) -> MethodChoice:
-    """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``)
-    and rank them by the held-out error of ``output`` (default: the first float output) on
-    ``loader``'s batches: scores [N, classes] by expected top-1 agreement (from each sample's
-    top-1 margin, as the accuracy budget; within one held-out sample's worth of the best, by
-    SQNR), any other output by SQNR. Ties keep the order of ``candidates``.
+    """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``),
+    measure the held-out error of ``output`` (default: the first float output) on ``loader``'s
+    batches per sample, and choose with :func:`.selection.select`: ``mse`` unless a candidate beats
+    it clearly (a classifier's candidates clearly below the best expected agreement out first).
+    The table lists the chosen candidate first, then the others best first (scores [N, classes] by
+    expected top-1 agreement, within one held-out sample's worth of the best by SQNR; any other
+    output by SQNR; ties keep the order of ``candidates``).
 
     Candidates with the same ranges as an earlier one are measured once. With more than
     ``SCREEN_SAMPLES`` held-out samples, every candidate is first measured on the first
-    ``SCREEN_SAMPLES`` and only the ``FINALISTS`` best go on to all of them: the clear losers
+    ``SCREEN_SAMPLES`` and only the ``FINALISTS`` best (and ``mse``) go on to all of them: the clear losers
     (several dB behind) are told apart by a few samples, and running every candidate's model
     on every sample was most of auto's time (benchmarks/auto_method.py).
     """
@@ -294,27 +308,30 @@ def choose_method(
         else:
             same[name] = twin
 
-    def measure(names, rows=None) -> dict[str, dict]:
+    def measure(names, rows=None) -> dict[str, OutputComparison]:
         out = {}
         for name in progress(names, total=len(names), desc="auto candidates", unit="method"):
-            metrics, _ = _measure(model, unique[name], batches, reference, info.name, exclude_nodes, exclude_op_types,
-                                  providers, rows=rows, shifts=shifts, lowering=lowering)
-            out[name] = _row(name, metrics)
+            out[name], _ = _compare(model, unique[name], batches, reference, info.name, exclude_nodes, exclude_op_types,
+                                    providers, rows=rows, shifts=shifts, lowering=lowering)
         return out
 
     total = sum(n for _, n, _ in batches)
     names = list(unique)
+    default = same.get(DEFAULT, DEFAULT)
     screened: dict[str, dict] = {}
     if total > SCREEN_SAMPLES and len(names) > FINALISTS:
-        screened = measure(names, SCREEN_SAMPLES)
+        screened = {k: _row(k, c.to_dict()) for k, c in measure(names, SCREEN_SAMPLES).items()}
         names = [r["candidate"] for r in _ranked(list(screened.values()), info.is_scores)][:FINALISTS]
+        if default in unique and default not in names:
+            names.append(default)  # the selection rule keeps the default unless a finalist beats it clearly
     final = measure(names)
-    rows = _ranked(list(final.values()), info.is_scores)
+    selection = select(_errors(final, info.is_scores), default)
+    rows = _ranked([_row(k, c.to_dict()) for k, c in final.items()], info.is_scores, first=selection.chosen)
     rows += [dict(r, screened_out=True) for r in _ranked([r for k, r in screened.items() if k not in final], info.is_scores)]
     by_name = {r["candidate"]: r for r in rows}
     for name, twin in same.items():  # after their twin, in candidate order
         rows.insert(rows.index(by_name[twin]) + 1, dict(by_name[twin], candidate=name, same_as=twin))
-    return _choice(rows, info, bias_corrected=shifts is not None)
+    return _choice(rows, info, selection, bias_corrected=shifts is not None)
 
 
 def choose_method_by_folds(
@@ -329,10 +346,8 @@ def choose_method_by_folds(
 ) -> MethodChoice:
     """:func:`choose_method` by cross-validation: ``folds`` holds, per fold, every candidate's ranges
     from the other folds' statistics and the fold's own batches. Each candidate's comparisons of
-    all folds add up (SQNR from the summed signal and noise powers, agreement over every sample),
-    so every sample is held out once and ranks the candidates."""
-    from .metrics import OutputComparison
-
+    all folds add up (SQNR from the summed signal and noise powers, agreement and per-sample errors
+    over every sample), so every sample is held out once and ranks the candidates."""
     info = choose_output(model, output)
     totals: dict[str, OutputComparison] = {}
     for k, (candidates, fold_batches) in enumerate(folds):
@@ -341,17 +356,26 @@ def choose_method_by_folds(
             comparison, _ = _compare(model, candidates[name], batches, reference, info.name, exclude_nodes,
                                      exclude_op_types, providers, shifts=shifts, lowering=lowering)
             totals.setdefault(name, OutputComparison()).merge(comparison)
-    rows = _ranked([_row(name, comparison.to_dict()) for name, comparison in totals.items()], info.is_scores)
-    return _choice(rows, info, refit=True, bias_corrected=shifts is not None, folds=len(folds))
+    selection = select(_errors(totals, info.is_scores))
+    rows = _ranked([_row(name, comparison.to_dict()) for name, comparison in totals.items()], info.is_scores,
+                   first=selection.chosen)
+    return _choice(rows, info, selection, refit=True, bias_corrected=shifts is not None, folds=len(folds))
 
 
-def _choice(rows: list[dict], info, **details) -> MethodChoice:
-    """The MethodChoice of ``rows`` (best first, each with its sample count ``n``, dropped here)."""
+def _errors(comparisons: dict[str, OutputComparison], is_scores: bool) -> dict[str, dict]:
+    """Every candidate's per-sample errors, paired (the same samples in the same order), for the selection rule."""
+    return {name: {"signal": c.per_sample("signal"), "noise": c.per_sample("noise"),
+                   "flips": c.per_sample("flips") if is_scores else None} for name, c in comparisons.items()}
+
+
+def _choice(rows: list[dict], info, selection: Selection, **details) -> MethodChoice:
+    """The MethodChoice of ``rows`` (the chosen first, each with its sample count ``n``, dropped here)."""
     n = rows[0]["n"]
     for r in rows:
         r.pop("n", None)
     scores = info.is_scores and all(r["expected_top1_agreement"] is not None for r in rows)
-    return MethodChoice(rows[0]["candidate"], info.name, scores, n, rows, **details)
+    return MethodChoice(selection.chosen, info.name, scores, n, rows, within_noise=selection.within_noise,
+                        reason=selection.reason, **details)
 
 
 def _row(name: str, metrics: dict) -> dict:
@@ -362,10 +386,13 @@ def _row(name: str, metrics: dict) -> dict:
             "sqnr_db": metrics["sqnr_db"], "n": metrics["n"]}
 
 
-def _ranked(rows: list[dict], is_scores: bool) -> list[dict]:
-    """``rows`` best first (stable: ties keep their order); see :func:`choose_method`."""
+def _ranked(rows: list[dict], is_scores: bool, first: str | None = None) -> list[dict]:
+    """``rows`` best first (stable: ties keep their order), the row of candidate ``first`` (the chosen one)
+    ahead of all; the order of the table and of screening, not the selection rule (``selection``)."""
     if not rows:
         return rows
+    if first is not None:
+        return [r for r in rows if r["candidate"] == first] + _ranked([r for r in rows if r["candidate"] != first], is_scores)
     n = rows[0]["n"]
     if is_scores and all(r["expected_top1_agreement"] is not None for r in rows):
         # Agreement observed on ~100 held-out samples moves in whole-sample steps (one photo decides), so

@@ -1,7 +1,9 @@
-"""Passes: optimisations of the quantized model that read calibration data (bias correction), and
-:func:`quantized_model`, which applies them between the Q/DQ writer and the precision pass."""
+"""Passes: optimisations of the quantized model that read calibration data (bias correction, weight
+rounding), and :func:`quantized_model`, which applies them between the Q/DQ writer and the precision pass."""
 
 from .bias_correction import BIAS_SAMPLES, BiasShifts, correct_biases, measure_shifts, spread
 from .quantized_model import QuantizedModel, quantized_model
+from .weight_rounding import measure_corrections, round_weights
 
-__all__ = ["BIAS_SAMPLES", "BiasShifts", "QuantizedModel", "correct_biases", "measure_shifts", "quantized_model", "spread"]
+__all__ = ["BIAS_SAMPLES", "BiasShifts", "QuantizedModel", "correct_biases", "measure_corrections", "measure_shifts",
+           "quantized_model", "round_weights", "spread"]

@@ -45,6 +45,9 @@ class BiasShifts:
     high_precision: str = "fp32"  # the type the weight scales were rounded to (writers.float_types)
     # max |x| of float tensors on the same samples, asked for with ``ranges_of`` (the FP16 rules)
     ranges: dict[str, float] = field(default_factory=dict)
+    # per layer (node id): the (int8 values, scales) the shifts were measured for, where not rounded to
+    # nearest (passes.weight_rounding); correct_biases writes them into the Q/DQ model with the biases
+    rounded: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def largest(self, count: int = 5) -> list[tuple[str, float]]:
         """The layers with the largest shift (max |shift| over channels), largest first."""
@@ -80,11 +83,13 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def weight_error(node: onnx.NodeProto, w: np.ndarray, high_precision: str = "fp32") -> np.ndarray:
+def weight_error(node: onnx.NodeProto, w: np.ndarray, high_precision: str = "fp32",
+                 rounded: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Wq - W for the layer's weight, quantized exactly as :func:`~int8calib.writers.qdq.build_qdq` does
-    (scales rounded to ``high_precision``'s type)."""
-    q, s = quantize_per_channel(w, weight_axis(node, 1, w.ndim), high_precision)
+    (scales rounded to ``high_precision``'s type; ``rounded``: the (int8 values, scales) it is given
+    instead, from ``passes.weight_rounding``)."""
     axis = weight_axis(node, 1, w.ndim)
+    q, s = rounded if rounded is not None else quantize_per_channel(w, axis, high_precision)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
@@ -95,7 +100,7 @@ def weight_error(node: onnx.NodeProto, w: np.ndarray, high_precision: str = "fp3
 
 
 def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_precision: str = "fp32",
-                spill: str | None = None) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
+                spill: str | None = None, weights=None) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int]]]:
     """A copy of the float ``model`` with a twin per layer computing ``layer(x, Wq - W)``, averaged
     over every axis but the batch (0) and the channel: ``{node id: (mean [rows, C] output, shape of
     the averaged view [rows, C, P] or [rows, P, C] output, the view's positions axis)}``.
@@ -111,7 +116,7 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_p
     for node in layers:
         nid = node_id(node)
         w = constants[node.input[1]]
-        error = weight_error(node, w, high_precision)
+        error = weight_error(node, w, high_precision, (weights or {}).get(node.input[1]))
         name = fresh(f"{nid}_weight_error")
         dw = spill_tensor(error, name, spill) if spill is not None and isinstance(w, np.memmap) else numpy_helper.from_array(error, name)
         del error
@@ -161,15 +166,19 @@ def measure_shifts(
     max_samples: int | None = BIAS_SAMPLES,
     high_precision: str = "fp32",
     ranges_of: Sequence[str] = (),
+    weights=None,
 ) -> BiasShifts:
     """The mean output shift of every correctable layer (or of ``nodes``; none with ``nodes=[]``)
     on ``loader``'s first ``max_samples`` samples, each position of each sample weighted alike,
     for weight scales rounded to ``high_precision``'s type. The same run records max |x| of the
-    float tensors ``ranges_of`` (what the FP16 rules of writers.precision need beyond the statistics)."""
+    float tensors ``ranges_of`` (what the FP16 rules of writers.precision need beyond the statistics).
+    ``weights``: the int8 weights ``build_qdq`` is given (``passes.weight_rounding``), where they are not
+    rounded to nearest."""
     layers = correctable_layers(model, nodes)
     result = BiasShifts(high_precision=high_precision)
     if not layers and not ranges_of:
         return result
+    result.rounded = {node_id(n): weights[n.input[1]] for n in layers if n.input[1] in (weights or {})}
     groups = _groups(model, layers)
     if len(groups) > 1:
         logger.info("bias correction: the weight errors of %d layers measured in %d runs of at most %.1f GB each",
@@ -177,7 +186,7 @@ def measure_shifts(
     for k, group in enumerate(groups):
         with tempfile.TemporaryDirectory(prefix="int8calib-shifts-") as spill:
             part = _measure(model, loader, providers, group, max_samples, high_precision, ranges_of if k == 0 else (),
-                            spill, BiasShifts(high_precision=high_precision))
+                            spill, BiasShifts(high_precision=high_precision), weights)
         result.shifts.update(part.shifts)
         result.samples = part.samples
         result.ranges.update(part.ranges)
@@ -220,10 +229,10 @@ def _slices(feeds: dict, n: int, rows: int | None):
         yield {k: v[start:start + rows] for k, v in feeds.items()}, min(rows, n - start)
 
 
-def _measure(model, loader, providers, layers, max_samples, high_precision, ranges_of, spill, result) -> BiasShifts:
+def _measure(model, loader, providers, layers, max_samples, high_precision, ranges_of, spill, result, weights=None) -> BiasShifts:
     from ..runner import ActivationRunner
 
-    twins, names = shift_model(model, layers, high_precision, spill)
+    twins, names = shift_model(model, layers, high_precision, spill, weights)
     ranges_of = list(dict.fromkeys(ranges_of))
     runner = ActivationRunner(twins, providers, [t for mean, shape, _ in names.values() for t in (mean, shape)] + ranges_of)
     top = dict.fromkeys(ranges_of, 0.0)
@@ -262,8 +271,11 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[s
     rounding to undo): by default those whose weight is read through a DequantizeLinear, or the
     node ids in ``nodes`` (to correct a float model for a route that quantizes its weights
     later). A Conv / ConvTranspose / Gemm without a bias gets one; a MatMul gets its following
-    bias Add's constant corrected, or a new Add."""
+    bias Add's constant corrected, or a new Add. Where the shifts were measured for weights not
+    rounded to nearest (``shifts.rounded``), those int8 values replace the DequantizeLinear's."""
     graph = model.graph
+    if shifts.rounded:
+        _write_rounded(graph, shifts.rounded)
     if nodes is None:
         dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
         nodes = [node_id(n) for n in graph.node if len(n.input) > 1 and n.input[1] in dequantized]
@@ -305,6 +317,22 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[s
     for n in dead:  # Constant-node biases replaced likewise
         graph.node.remove(n)
     return corrected
+
+
+def _write_rounded(graph: onnx.GraphProto, rounded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Replace the int8 weights of the layers in ``rounded`` (read through a DequantizeLinear with the
+    same scales) by the rounded ones."""
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    for node in graph.node:
+        q_s = rounded.get(node_id(node))
+        dq = producer.get(node.input[1]) if q_s is not None and len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or dq.input[1] not in inits:
+            continue
+        q, s = q_s
+        old = inits[dq.input[0]]
+        if tuple(old.dims) == q.shape and np.array_equal(numpy_helper.to_array(inits[dq.input[1]]).reshape(-1), s.reshape(-1)):
+            old.CopyFrom(numpy_helper.from_array(q.astype(np.int8), old.name))
 
 
 def _correct_matmul(graph, node, shift, inits, consumers, fresh) -> None:

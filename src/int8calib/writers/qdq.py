@@ -198,6 +198,7 @@ def build_qdq(
     keep_float: Iterable[str] = (),
     scales: Mapping[str, float] | None = None,
     high_precision: str = "fp32",
+    weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[onnx.ModelProto, QdqSummary]:
     """A copy of ``model`` with Q/DQ nodes, and what was done.
 
@@ -207,7 +208,10 @@ def build_qdq(
     of ``amax / 127`` (a calibration cache's own numbers); ``amax`` must still hold those tensors.
     Every scale is rounded to the type ``high_precision`` (fp32, fp16, bf16) will store it in, so
     :func:`writers.precision.lower_precision` converts them exactly; the model is still float32.
+    ``weights`` gives, per weight initializer, the (int8 values, per-channel scales) to write instead
+    of rounding to nearest (``passes.weight_rounding``, with scales of that same type).
     """
+    weights = weights or {}
     scales = scales or {}
     try:
         pattern = re.compile(exclude_nodes) if exclude_nodes else None
@@ -313,7 +317,7 @@ def build_qdq(
                 (after.setdefault(tensor, []) if tensor in producer else head).extend(pair)
                 summary.activations.append(tensor)
             else:
-                q, s = quantize_per_channel(constants[tensor], axis, high_precision)
+                q, s = weights[tensor] if tensor in weights else quantize_per_channel(constants[tensor], axis, high_precision)
                 qw = numpy_helper.from_array(q, fresh(f"{tensor}_int8"))
                 scale = numpy_helper.from_array(s if axis is not None else s.reshape(()), fresh(f"{tensor}_scale"))
                 zp = scalar_zero if axis is None else numpy_helper.from_array(np.zeros(s.size, np.int8), fresh(f"{tensor}_zero_point"))
