@@ -8,9 +8,10 @@ extras' wheels on generated data), ``calibrate --qdq`` with its defaults (``--me
 ``--high-precision fp16``) writes the INT8 + FP16 model; the same ranges (``--method <auto's choice>``, which
 gives auto's refit ranges) with ``--high-precision fp32`` write the INT8 + FP32 twin. Both run in ONNX Runtime
 on the CPU (FP16 nodes computed in float32 between float16 casts: docs/qdq.md says what that emulates) against
-the float model. Columns: output SQNR and top-1 agreement (classifiers), the float32 compute nodes left (edge
-casts, Q/DQ and shape ops aside: what a strongly typed TensorRT build runs in FP32) with the nodes kept and
-why, and the size of each model file.
+the float model. Columns: output SQNR and top-1 agreement (classifiers), the nodes left with float32 outputs
+(``writers.precision.float32_compute_nodes``: casts and shape ops aside, a DequantizeLinear feeding an FP32
+layer counted; what a strongly typed TensorRT build runs in FP32) with the nodes kept and why, and the size
+of each model file.
 """
 
 from __future__ import annotations

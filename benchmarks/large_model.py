@@ -11,6 +11,9 @@ random input rows. Then, each in a process of its own so its peak RSS is its own
 2. ONNX Runtime loads the written Q/DQ model (graph + ``big.qdq.onnx.data``) and runs it against the float
    model: output SQNR, peak RSS.
 
+Peak RSS counts the weights mapped from their files (page cache, reclaimable; a file mapped by two ONNX
+Runtime sessions counts twice), so the anonymous part (RssAnon: copies in RAM) is sampled beside it.
+
 The weights are generated and written one layer at a time, so generating the model holds one layer in RAM.
 """
 
@@ -59,15 +62,38 @@ def generate(folder: Path, layers: int, width: int, seed: int = 0) -> Path:
     return model_path
 
 
-def peak_rss_child(argv: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in GB, stderr tail) of a child process."""
+def peak_rss_child(argv: list[str]) -> tuple[float, dict[str, float], str]:
+    """(wall seconds, peak memory in GB, stderr tail) of a child process. Peaks of the child's RSS and
+    of its anonymous part (RssAnon: heap, ONNX Runtime's buffers) and file-backed part (RssFile: weights
+    mapped from their files, page cache the kernel can reclaim; a file mapped twice counts twice), sampled
+    every 50 ms from /proc."""
+    import threading
+
     start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
+
+    def sample():
+        while proc.poll() is None:
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    key, _, value = line.partition(":")
+                    if key in peaks:
+                        peaks[key] = max(peaks[key], int(value.split()[0]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    sampler.join()
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}\n{stderr[-2000:]}")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, usage.ru_maxrss / 2**20, proc.stderr[-1500:]
+    memory = {"peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), **{f"peak_{k}_gb": round(v / 2**20, 2) for k, v in peaks.items()}}
+    return wall, memory, stderr[-1500:]
 
 
 CHECK = """
@@ -104,7 +130,7 @@ def main() -> None:
         raise SystemExit(check.stderr[-2000:])
     result = json.loads(check.stdout)
     print(json.dumps({"float_weights_gb": weights / 1e9, "calibrate_qdq_seconds": round(wall, 1),
-                      "calibrate_peak_rss_gb": round(rss, 2), "written_bytes": written, **result}, indent=1))
+                      "calibrate_memory": rss, "written_bytes": written, "check": result}, indent=1))
 
 
 if __name__ == "__main__":

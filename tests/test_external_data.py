@@ -83,7 +83,7 @@ def test_external_data_model_gets_the_same_qdq_model_with_its_data_beside_it(mod
     assert np.array_equal(_session_output(outputs[0], x), _session_output(outputs[1], x))
 
 
-def test_weights_are_mapped_not_loaded_and_shifts_match(models):
+def test_weights_are_mapped_not_loaded_and_shifts_match(models, monkeypatch):
     inside, outside, data = models
     proto = load_model(outside, load_external_data=False)
     w1 = next(t for t in proto.graph.initializer if t.name == "w1")
@@ -99,6 +99,11 @@ def test_weights_are_mapped_not_loaded_and_shifts_match(models):
     assert mapped.shifts.keys() == loaded.shifts.keys() == {"conv1", "conv2"}
     assert all(np.array_equal(mapped.shifts[k], loaded.shifts[k]) for k in mapped.shifts)
     assert mapped.ranges == loaded.ranges and mapped.ranges["m"] > 0
+    # past SHIFT_GROUP_BYTES the layers are measured a group at a time: the same shifts
+    monkeypatch.setattr("int8calib.passes.bias_correction.SHIFT_GROUP_BYTES", 1024)
+    grouped = measure_shifts(proto, [Batch()], high_precision="fp16", ranges_of=["c1", "m"])
+    assert all(np.array_equal(grouped.shifts[k], mapped.shifts[k]) for k in mapped.shifts)
+    assert grouped.ranges == mapped.ranges and grouped.samples == mapped.samples == len(x)
 
 
 def test_from_cache_on_an_external_data_model(models, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qdq_graphs as g
+from int8calib.cachefiles.read import read_range_file
 from int8calib.cli import main
 from int8calib.errors import Int8CalibError
 from int8calib.passes import quantized_model
@@ -207,6 +208,7 @@ def test_calibrate_cli_default_writes_int8_fp16_and_reports_kept_nodes(rng, tmp_
     assert "INT8 + FP16; FP32 kept: 6 node(s): boost ('big' observed up to" in shown
     assert "up_QuantizeLinear_1 ('up' quantized over +-" in shown  # the Q/DQ pair too: it outputs up to its amax
     assert "\n  up " in shown  # quantized tensors by their own names, not their Casts'
+    assert set(read_range_file(out).scales) == {"x", "up"}  # also when the model is read as a range file
 
     fp32 = tmp_path / "m.fp32.onnx"
     assert main(["calibrate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--method", "minmax",

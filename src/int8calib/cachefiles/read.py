@@ -99,15 +99,19 @@ def _qdq_scales(path: Path) -> RangeFile:
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
             consts[node.output[0]] = node.attribute[0].t
+    from ..writers.precision import cast_source
+
     out = RangeFile(path, "qdq-model")
+    producer = {o: n for n in graph.node for o in n.output}
     for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):
         if len(q.input) < 2 or q.input[1] not in consts:
             continue
         scale = numpy_helper.to_array(consts[q.input[1]]).astype(np.float32)
+        tensor = cast_source(q.input[0], producer)  # an INT8 + FP16 model quantizes a cast of a float32 input
         if scale.size == 1:
-            out.scales[q.input[0]] = float(scale.reshape(()))
+            out.scales[tensor] = float(scale.reshape(()))
         else:
-            out.per_channel.append(q.input[0])
+            out.per_channel.append(tensor)
     if not out.scales and not out.per_channel:
         raise Int8CalibError(f"{path}: no QuantizeLinear with a constant scale: not a Q/DQ model")
     return out

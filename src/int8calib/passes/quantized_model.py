@@ -11,8 +11,8 @@ from typing import Iterable, Mapping
 
 import onnx
 
-from ..writers.precision import PrecisionOptions, PrecisionSummary, lower_precision
-from ..writers.qdq import QdqSummary, build_qdq
+from ..writers.precision import LOW_OPSET, LOW_OPSET_HINT, PrecisionOptions, PrecisionSummary, lower_precision
+from ..writers.qdq import QdqSummary, at_opset, build_qdq
 from .bias_correction import BiasShifts, correct_biases
 
 
@@ -40,6 +40,8 @@ def quantized_model(
     precision = precision or PrecisionOptions()
     if shifts is not None and shifts.shifts and shifts.high_precision != precision.high_precision:
         raise ValueError(f"bias shifts measured for {shifts.high_precision} scales, the model stores {precision.high_precision}")
+    if precision.lowered:  # float16 scales need opset 19: converted before the int8 weights exist (one copy less)
+        model = at_opset(model, LOW_OPSET, "float16 / bfloat16 Q/DQ scales", LOW_OPSET_HINT)
     qdq, summary = build_qdq(model, amax, exclude_nodes, exclude_op_types, keep_float, scales, precision.high_precision)
     corrected = correct_biases(qdq, shifts) if shifts is not None and shifts.shifts else []
     lowered, typed = lower_precision(qdq, precision)

@@ -217,10 +217,30 @@ def spill_tensor(values: np.ndarray, name: str, folder: str | Path) -> TensorPro
     return t
 
 
-def external_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """{initializer: memory map} of the graph's initializers that stay in external data files."""
-    return {t.name: tensor_array(t) for t in model.graph.initializer
-            if t.data_location == TensorProto.EXTERNAL and FOLDER_KEY in external_info(t)}
+def external_layout(model: onnx.ModelProto) -> tuple[str | None, dict[str, np.ndarray]]:
+    """Where the graph's external initializers lie, for ONNX Runtime: the folder holding most of their
+    bytes (ORT maps those files itself: no copy in RAM) and {name: memory map} of those in other folders
+    (spilled temporaries, handed over as arrays, which ORT copies)."""
+    tagged = [(t, external_info(t)) for t in model.graph.initializer
+              if t.data_location == TensorProto.EXTERNAL and FOLDER_KEY in external_info(t)]
+    if not tagged:
+        return None, {}
+    size: dict[str, int] = {}
+    for t, info in tagged:
+        size[info[FOLDER_KEY]] = size.get(info[FOLDER_KEY], 0) + int(info.get("length", 0))
+    main = max(size, key=size.get)
+    return main, {t.name: tensor_array(t) for t, info in tagged if info[FOLDER_KEY] != main}
+
+
+def strip_folder_tags(model: onnx.ModelProto) -> None:
+    """Drop :data:`FOLDER_KEY` from every tensor of ``model`` (a copy about to go to ONNX Runtime or a file)."""
+    for t in _all_tensors(model):
+        keep = [(e.key, e.value) for e in t.external_data if e.key != FOLDER_KEY]
+        if len(keep) != len(t.external_data):
+            del t.external_data[:]
+            for key, value in keep:
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
 
 
 def has_low_precision_qdq(model: onnx.ModelProto) -> bool:
@@ -372,7 +392,7 @@ def model_fingerprint(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _opset(model: onnx.ModelProto) -> int:
+def opset_of(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
@@ -408,7 +428,7 @@ def derivable_tensors(
     wanted = set(collected)
     graph = model.graph
     types = infer_types(model) if types is None else types
-    opset = _opset(model)
+    opset = opset_of(model)
     clips = [n for n in graph.node if n.op_type == "Clip" and n.domain in ("", "ai.onnx")]
     constants = _scalar_constants(model, {i for n in clips for i in n.input[1:] if i}) if opset >= 11 else {}
     derived: dict[str, tuple[str, float]] = {}

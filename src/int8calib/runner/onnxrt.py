@@ -13,7 +13,8 @@ from ..errors import Int8CalibError
 from ..util.log import logger
 from .blocked import blocked_model
 from .model import (
-    calibratable_tensors, derivable_tensors, external_arrays, has_low_precision_qdq, infer_types, input_dependencies, load_model, model_inputs, uses_external_data,
+    calibratable_tensors, derivable_tensors, external_layout, has_low_precision_qdq, infer_types, input_dependencies,
+    load_model, model_inputs, strip_folder_tags, uses_external_data,
 )
 
 
@@ -21,6 +22,7 @@ def _expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     """A copy of ``model`` whose graph outputs include every tensor in ``names``."""
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
+    strip_folder_tags(exposed)  # ONNX Runtime finds the files through the session's folder
     present = {o.name for o in exposed.graph.output}
     for name in names:
         if name not in present:
@@ -90,10 +92,14 @@ class ActivationRunner:
         # would otherwise be fresh pages, and the page faults cost more CPU than the
         # inference itself (measured: 2x CPU per batch on EfficientNet-Lite0). The
         # arena is bounded by the largest step, which --max-memory caps.
-        # Initializers still in external data files (the model's, or those a rewritten copy refers to)
-        # are handed to ONNX Runtime as memory maps: nothing is read twice, and a copy of the graph
-        # made in memory (Q/DQ candidates, bias-correction twins) runs without its weights in RAM.
-        self._external = external_arrays(proto)
+        # Initializers still in external data files (the model's, or those a copy of it made in memory
+        # refers to: Q/DQ candidates, bias-correction twins) are mapped by ONNX Runtime from their files,
+        # without pre-packing (a second copy of every MatMul weight in RAM); those spilled elsewhere are
+        # handed over as arrays (benchmarks/large_model.py measures both).
+        folder, self._external = external_layout(proto)
+        if folder is not None:
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            options.add_session_config_entry("session.disable_prepacking", "1")
         if self._external:
             options.add_external_initializers(
                 list(self._external), [ort.OrtValue.ortvalue_from_numpy(a) for a in self._external.values()])

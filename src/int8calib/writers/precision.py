@@ -40,10 +40,11 @@ from .float_types import (  # noqa: F401 (re-exported: the precision API)
     DEFAULT_HIGH_PRECISION, FP16_MAX, FP16_MIN_NORMAL, FP16_RANGE_LIMIT, HIGH_PRECISIONS, LOW_TYPES,
     check_high_precision, tensor_of,
 )
-from ..runner.model import tensor_array
-from .qdq import _Names
+from ..runner.model import opset_of, tensor_array
+from .qdq import _drop_unused_initializers, _Names, at_opset
 
 LOW_OPSET = 19  # float16 / bfloat16 scales of QuantizeLinear / DequantizeLinear
+LOW_OPSET_HINT = "; --high-precision fp32 writes the model without them"
 
 _SUBGRAPH_OPS = ("If", "Loop", "Scan")
 _SMALL_CONSTANT = 64  # constants of at most this many values are epsilons, bounds, scalars
@@ -103,23 +104,6 @@ class PrecisionSummary:
     def log(self) -> None:
         for line in self.lines():
             logger.info("%s", line)
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def with_low_precision_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` at opset >= 19 (float16 Q/DQ scales), converted with onnx's version converter if older."""
-    if _opset(model) >= LOW_OPSET:
-        return model
-    try:
-        return onnx.version_converter.convert_version(model, LOW_OPSET)
-    except Exception as exc:  # the converter raises assorted errors for unsupported ops
-        raise Int8CalibError(
-            f"the model uses opset {_opset(model)}; float16 Q/DQ scales need opset >= {LOW_OPSET} and converting failed "
-            f"({exc}); --high-precision fp32 writes the model without them".splitlines()[0]
-        ) from None
 
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:
@@ -216,10 +200,10 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
         raise Int8CalibError(f"--fp32-nodes / --low-precision-nodes: invalid regular expression ({exc})") from None
     fp32_ops, low_ops = set(options.fp32_op_types), set(options.low_op_types)
 
-    model = with_low_precision_opset(model)
+    model = at_opset(model, LOW_OPSET, "float16 / bfloat16 Q/DQ scales", LOW_OPSET_HINT)
     graph = model.graph
     types = _types(model)
-    schemas = _Schemas(_opset(model))
+    schemas = _Schemas(opset_of(model))
     constants = _float_constants(graph)
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -441,16 +425,12 @@ def _drop_unread(graph: onnx.GraphProto) -> None:
             break
         for n in dead:
             graph.node.remove(n)
-    read = {t for n in graph.node for t in n.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
-    keep = [init for init in graph.initializer if init.name in read]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+    _drop_unused_initializers(graph)
 
 
 def float32_compute_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes (ids) of ``model`` that compute on float32 tensors, edge Casts, Q/DQ and shape ops aside:
-    what a strongly typed TensorRT build runs in FP32."""
+    """Nodes (ids) of ``model`` that output float32 tensors, Casts and shape ops aside: what a strongly
+    typed TensorRT build runs in FP32 (a DequantizeLinear feeding an FP32 layer counts)."""
     types = _types(model)
     passive = {"Cast", "Shape", "Size", "Constant"}
     out = []

@@ -40,7 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import Int8CalibError
 from ..util.atomic import write_bytes
 from ..util.log import logger
-from ..runner.model import FOLDER_KEY, tensor_array
+from ..runner.model import FOLDER_KEY, opset_of, tensor_array
 from .float_types import scale_values
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -100,19 +100,23 @@ def quantize_per_channel(w: np.ndarray, axis: int | None, high_precision: str = 
     before the weights are rounded with them, so the int8 values fit the scales written.
     """
     w = np.asarray(w, dtype=np.float32)
+    # max |w| as max(max w, -min w), and the rounding in place: one float temporary the size of w
+    # (a weight of a model over 2 GB is a memory map read once here)
     if axis is None:
-        amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
+        amax = np.array(max(w.max(), -w.min()) if w.size else 0.0, dtype=np.float32)
     else:
         other = tuple(i for i in range(w.ndim) if i != axis)
-        amax = np.abs(w).max(axis=other).astype(np.float32)
+        amax = np.maximum(w.max(axis=other), -w.min(axis=other)).astype(np.float32)
     scale = (amax / np.float32(127)).astype(np.float32)
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
     scale = scale_values(scale, high_precision, weights=True)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-    return q, scale
+    q = w / scale.reshape(shape)
+    np.rint(q, out=q)
+    np.clip(q, -127, 127, out=q)
+    return q.astype(np.int8), scale
 
 
 class _Names:
@@ -172,15 +176,16 @@ def activation_tensors(model: onnx.ModelProto) -> list[str]:
     return list(dict.fromkeys(n for n in names if n and n not in constants))
 
 
-def _check_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset >= MIN_OPSET:
+def at_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET, needs: str = "per-channel Q/DQ", hint: str = "") -> onnx.ModelProto:
+    """``model`` at opset >= ``minimum`` (``needs`` says why), converted with onnx's version converter if older."""
+    opset = opset_of(model)
+    if opset >= minimum:
         return model
     try:
-        return onnx.version_converter.convert_version(model, MIN_OPSET)
+        return onnx.version_converter.convert_version(model, minimum)
     except Exception as exc:  # the converter raises assorted errors for unsupported ops
         raise Int8CalibError(
-            f"the model uses opset {opset}; per-channel Q/DQ needs opset >= {MIN_OPSET} and converting failed ({exc})"
+            f"the model uses opset {opset}; {needs} needs opset >= {minimum} and converting failed ({exc}){hint}"
             .splitlines()[0]
         ) from None
 
@@ -210,7 +215,7 @@ def build_qdq(
         raise Int8CalibError(f"--exclude-nodes: invalid regular expression {exclude_nodes!r} ({exc})") from None
     skip_ops, keep = set(exclude_op_types), set(keep_float)
     out = onnx.ModelProto()
-    out.CopyFrom(_check_opset(model))
+    out.CopyFrom(at_opset(model))
     graph = out.graph
     constants = _constants(graph)
     producer = {o: n for n in graph.node for o in n.output}
@@ -333,10 +338,12 @@ def build_qdq(
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Initializers nothing reads, deleted in place (re-adding the kept ones would copy every weight
+    again: protobuf frees a graph's memory only with the whole graph)."""
     used = {t for n in graph.node for t in n.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    for i in reversed(range(len(graph.initializer))):
+        if graph.initializer[i].name not in used:
+            del graph.initializer[i]
 
 
 def to_fp16(model: onnx.ModelProto, keep_io_types: bool = True) -> onnx.ModelProto:
