@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from int8calib.stats import merge
@@ -76,3 +77,22 @@ def test_constants_of_an_external_data_model_are_read_where_they_lie(tmp_path):
     outside = constant_statistics(load_model(tmp_path / "m.onnx", load_external_data=False), tensor_array)
     assert list(outside.tensors) == list(inside.tensors)
     assert all(np.array_equal(outside[n].counts, inside[n].counts) and outside[n].amax == inside[n].amax for n in inside)
+
+
+@pytest.mark.parametrize("copies", [2, 10, 64])
+def test_entropy2_of_a_constant_does_not_depend_on_how_many_batches_saw_it(copies):
+    """TensorRT histograms a constant once per calibration batch, int8calib once: only entropy2's
+    smoothing (epsilon in counts) could tell the difference, and it does not here."""
+    from int8calib.methods import compute_amax
+    from int8calib.stats import StatsCollector
+    from trt_cookbook import COOKBOOK_8_6_CONSTANTS, cookbook_8_6_weights
+
+    rng = np.random.default_rng(copies)
+    weights = [cookbook_8_6_weights()[:n] for _, n, _ in COOKBOOK_8_6_CONSTANTS[1:]]
+    weights += [rng.standard_normal(1000).astype(np.float32), rng.laplace(size=20000).astype(np.float32) * np.float32(0.02)]
+    for values in weights:
+        once, many = StatsCollector(), StatsCollector()
+        once.collect({"c": values})
+        for _ in range(copies):
+            many.collect({"c": values})
+        assert compute_amax("entropy2", once.result()["c"]) == compute_amax("entropy2", many.result()["c"])

@@ -267,8 +267,9 @@ class TensorRTCalibrator:
         return fixed_profile(builder, self.batch_shapes())
 
     def attach(self, config, builder=None, network=None):
-        """Set ``config.int8_calibrator = self``; for a network with dynamic inputs also set
-        (and return) the calibration profile built from the data's shape."""
+        """Set ``config.int8_calibrator = self`` and, with the network, the dynamic ranges a valid cache
+        lacks (:meth:`complete`); for a network with dynamic inputs also set (and return) the
+        calibration profile built from the data's shape."""
         from .profiles import is_dynamic
 
         config.int8_calibrator = self
@@ -283,7 +284,6 @@ class TensorRTCalibrator:
             raise Int8CalibError(f"TensorRT rejected the calibration profile {self.batch_shapes()}")
         logger.info("calibration profile: %s", ", ".join(f"{k} {list(v)}" for k, v in self.batch_shapes().items()))
         return profile
-
 
     def complete(self, network):
         """When TensorRT will read a cache (valid for this calibration), set a dynamic range on each
