@@ -41,6 +41,8 @@ def routes(tmp_path_factory, effnet_model, even_images):
     assert main(["calibrate", *common, "--qdq", str(folder / "direct.onnx"), "--high-precision", "fp32"]) == 0
     assert main(["calibrate", str(effnet_model), "--from-cache", str(folder / "c.cache"),
                  "--qdq", str(folder / "from_cache.onnx"), "--high-precision", "fp32", "-q"]) == 0
+    assert main(["calibrate", str(effnet_model), "--from-cache", str(folder / "c.cache"),
+                 "--qdq", str(folder / "from_cache_fp16.onnx"), "-q"]) == 0  # the default: INT8 + FP16
     return folder
 
 
@@ -56,6 +58,6 @@ def test_from_cache_quantizes_the_same_tensors_with_the_same_scales(routes):
 
 def test_evaluate_cache_gives_the_figures_of_the_written_model(routes, effnet_model, odd_images, tmp_path):
     data = odd_images[:50]
-    expected = evaluate(effnet_model, routes / "from_cache.onnx", data, PRESET, per_layer=True).to_dict()
+    expected = evaluate(effnet_model, routes / "from_cache_fp16.onnx", data, PRESET, per_layer=True).to_dict()
     got = int8calib.evaluate_cache(effnet_model, routes / "c.cache", data, PRESET, per_layer=True).to_dict()
     assert got == expected and len(got["per_layer"]) > 40
