@@ -67,7 +67,7 @@ extern "C" __global__ void linear(const float* x, long long n, unsigned long lon
         float v = clipped ? fminf(fmaxf(x[i], 0.0f), clip) : fabsf(x[i]);
         int bin = min((int)__double2float_rn((double)v * inv), 2048);
         unsigned int peers = __match_any_sync(__activemask(), bin);
-        if ((__ffs(peers) - 1) == (threadIdx.x & 31)) atomicAdd(local + bin, __popc(peers));
+        if ((__ffs(peers) - 1) == (threadIdx.x & 31)) atomicAdd(local + bin, (unsigned int)__popc(peers));
     }
     __syncthreads();
     for (int k = threadIdx.x; k < 2049; k += blockDim.x)
@@ -102,10 +102,16 @@ def _flat(values):
     return cupy.ascontiguousarray(array, dtype=cupy.float32).reshape(-1)
 
 
-def _blocks(n: int) -> int:
+@functools.lru_cache(maxsize=8)
+def _multiprocessors(device: int) -> int:
     cupy, _ = _module()
-    sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
-    return max(1, min(sms * 8, -(-n // _THREADS)))
+    return cupy.cuda.Device(device).attributes["MultiProcessorCount"]
+
+
+def _blocks(n: int) -> int:
+    """Enough blocks to fill the GPU (8 per multiprocessor), no more than the values need."""
+    cupy, _ = _module()
+    return max(1, min(_multiprocessors(cupy.cuda.Device().id) * 8, -(-n // _THREADS)))
 
 
 def _lohi():
