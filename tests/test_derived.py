@@ -211,7 +211,7 @@ def test_efficientnet_cache_is_identical_with_derivation(effnet_model, even_imag
     """Derived histograms and the blocked layout (runner.blocked) change no byte of the cache."""
     images = tmp_path / "calib.txt"
     images.write_text("\n".join(even_images[:12]) + "\n")  # in steps of 3 under the default --max-memory
-    args = dict(preprocess="efficientnet-lite", batch_size=12)
+    args = dict(preprocess="efficientnet-lite", batch_size=12, method="entropy2")
     on = calibrate(effnet_model, str(images), cache=tmp_path / "on.cache", **args)
     monkeypatch.setattr(api, "BLOCKED_LAYOUT", False)
     nchw = calibrate(effnet_model, str(images), cache=tmp_path / "nchw.cache", **args)
