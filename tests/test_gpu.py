@@ -15,7 +15,8 @@ pytestmark = pytest.mark.skipif(not gpu.available(), reason="needs CuPy and an N
 def _values(rng, n):
     x = (rng.standard_normal(n) * rng.uniform(0.01, 100)).astype(np.float32)
     x[rng.integers(0, n, n // 3)] = 0.0  # Relu-like runs of zeros
-    x[:8] = [0.0, -0.0, 1e-45, -1e-45, 6.0, -6.0, 3e38, -3e38]
+    special = np.array([0.0, -0.0, 1e-45, -1e-45, 6.0, -6.0, 3e38, -3e38, 1e-30, -2e-20], np.float32)
+    x[: min(n, special.size)] = special[:n]
     return x
 
 
@@ -29,6 +30,9 @@ def test_gpu_kernels_equal_the_cpu_kernels(signed):
         want = np.zeros((512 if signed else 256) << 8, np.int64)
         got = cupy.zeros(want.size, cupy.uint64)
         assert gpu.accumulate_checked(cupy.asarray(x), got, 8, signed) == kernels.accumulate_checked(x, want, 8, signed)
+        np.testing.assert_array_equal(got.get().astype(np.int64), want)
+        got[:] = 0
+        assert gpu.accumulate_windowed(cupy.asarray(x), got, 8, signed) == kernels.accumulate_checked(x, want * 0, 8, signed)
         np.testing.assert_array_equal(got.get().astype(np.int64), want)
         for clip in (None, 6.0):
             width = float(np.float32(np.abs(x).max() / 2048)) if clip is None else 6.0 / 2048

@@ -42,6 +42,42 @@ extern "C" __global__ void bit_pattern(const int* x, long long n, unsigned long 
     if ((threadIdx.x & 31) == 0) { atomicMin(lohi, lo); atomicMax(lohi + 1, hi); }
 }
 
+// The same counts with most increments in shared memory: a tensor's keys fill a window of
+// WINDOW keys below its largest |x| (24 binades at 8 mantissa bits) on each sign; zeros are
+// counted by warp ballot, and keys outside the windows (tiny values) go to global memory.
+#define WINDOW 6144
+extern "C" __global__ void bit_pattern_window(const int* x, long long n, unsigned long long* counts,
+                                              unsigned int mask, unsigned int shift, unsigned int base,
+                                              unsigned int half) {
+    __shared__ unsigned int local[2 * WINDOW];
+    __shared__ unsigned int zeros[2];
+    for (int k = threadIdx.x; k < 2 * WINDOW; k += blockDim.x) local[k] = 0;
+    if (threadIdx.x < 2) zeros[threadIdx.x] = 0;
+    __syncthreads();
+    long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        unsigned int key = ((unsigned int)x[i] & mask) >> shift;
+        unsigned int side = key >= half;  // the sign's half of signed counts (always 0 for |x|)
+        unsigned int magnitude = key - side * half;
+        unsigned int active = __activemask();
+        unsigned int zero = __ballot_sync(active, magnitude == 0 && side == 0);
+        unsigned int negzero = __ballot_sync(active, magnitude == 0 && side == 1);
+        unsigned int lane = threadIdx.x & 31;
+        if (lane == __ffs(active) - 1) {
+            if (zero) atomicAdd(zeros, (unsigned int)__popc(zero));
+            if (negzero) atomicAdd(zeros + 1, (unsigned int)__popc(negzero));
+        }
+        if (magnitude == 0) continue;
+        unsigned int rel = magnitude - base;
+        if (magnitude >= base && rel < WINDOW) atomicAdd(local + side * WINDOW + rel, 1u);
+        else atomicAdd(counts + key, 1ull);
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < 2 * WINDOW; k += blockDim.x)
+        if (local[k]) atomicAdd(counts + (k / WINDOW) * half + base + (k % WINDOW), (unsigned long long)local[k]);
+    if (threadIdx.x < 2 && zeros[threadIdx.x]) atomicAdd(counts + threadIdx.x * half, (unsigned long long)zeros[threadIdx.x]);
+}
+
 extern "C" __global__ void min_max(const int* x, long long n, int* lohi) {
     int lo = 0x7FFFFFFF, hi = -0x7FFFFFFF - 1;
     long long stride = (long long)gridDim.x * blockDim.x;
@@ -119,9 +155,32 @@ def _lohi():
     return cupy.array([0x7FFFFFFF, -0x7FFFFFFF - 1], cupy.int32)
 
 
+_WINDOW = 6144
+
+
+def accumulate_windowed(values, counts, mantissa_bits: int, signed: bool) -> tuple[float, float, bool]:
+    """:func:`accumulate_checked` with most increments in a shared-memory window: min and max
+    come first (one small copy to the host) and place the window below the largest |x|."""
+    cupy, module = _module()
+    flat = _flat(values)
+    lo, hi, finite = min_max_checked(flat)
+    if flat.size == 0 or not finite:
+        return lo, hi, finite
+    shift = 23 - mantissa_bits
+    top = int(np.array(max(abs(lo), abs(hi)), np.float32).view(np.uint32)) >> shift
+    half = 256 << mantissa_bits
+    module.get_function("bit_pattern_window")(
+        (_blocks(flat.size),), (_THREADS,),
+        (flat.view(cupy.int32), np.int64(flat.size), counts, np.uint32(0xFFFFFFFF if signed else 0x7FFFFFFF),
+         np.uint32(shift), np.uint32(max(1, top - _WINDOW + 1)), np.uint32(half if signed else 1 << 31)),
+    )
+    return lo, hi, finite
+
+
 def accumulate_checked(values, counts, mantissa_bits: int, signed: bool) -> tuple[float, float, bool]:
-    """:func:`kernels.accumulate_checked` on the GPU; ``counts`` is a CuPy uint64 array
-    (copy it to the host with ``.get()``, same values as the CPU kernel's int64 counts)."""
+    """:func:`kernels.accumulate_checked` on the GPU, one pass, every increment in global memory
+    (warp-aggregated); ``counts`` is a CuPy uint64 array (copy it to the host with ``.get()``:
+    the CPU kernel's int64 counts)."""
     cupy, module = _module()
     flat = _flat(values)
     if flat.size == 0:
