@@ -84,7 +84,7 @@ def _work_int8calib(a) -> dict:
         # A cache needs every tensor; a Q/DQ model alone needs only its activation inputs.
         outputs = {"qdq": Path(tmp) / "model.qdq.onnx"} if a.output == "qdq" else {"cache": Path(tmp) / "calibration.cache"}
         result = calibrate(
-            a.model, a.images, a.preprocess, method=a.method, batch_size=a.batch_size,
+            a.model, a.images, a.preprocess, method=None if a.method == "default" else a.method, batch_size=a.batch_size,
             workers=a.workers, max_memory=a.max_memory, **outputs,
         )
     return {"seconds": time.perf_counter() - start, "images": result.samples, "tensors": len(result.amax)}
@@ -296,6 +296,8 @@ def main() -> None:
     specs += [(f"(b) int8calib calibrate --method {m}", n, "int8calib", a.images, "--method", m) for m in a.methods or available()]
     specs.append(("(b) int8calib calibrate --method entropy2 --qdq (Q/DQ model only)", n, "int8calib", a.images,
                   "--method", "entropy2", "--output", "qdq"))
+    specs.append(("(b) int8calib calibrate --qdq (default: --method auto, bias correction)", n, "int8calib", a.images,
+                  "--method", "default", "--output", "qdq"))
     if a.small and a.small < n:
         specs.append(("(b) int8calib calibrate --method entropy2", a.small, "int8calib", subset(a.small), "--method", "entropy2"))
     if a.workers > 1:

@@ -32,10 +32,16 @@ def _bits(x: float) -> bytes:
     return struct.pack("<d", x)  # tells -0.0 from 0.0
 
 
-def _same(a, b):
+def _same(a, b, counts: bool = True, trt: bool = False):
+    """Equal statistics: bit-pattern counts (``counts``), min and max, TensorRT's histograms
+    (``trt``: they depend on the batch size)."""
     assert list(a.tensors) == list(b.tensors)
     for name in a.tensors:
-        np.testing.assert_array_equal(a[name].counts, b[name].counts, err_msg=name)
+        if counts:
+            np.testing.assert_array_equal(a[name].counts, b[name].counts, err_msg=name)
+        if trt and (a[name].trt is not None or b[name].trt is not None):
+            np.testing.assert_array_equal(a[name].trt.counts, b[name].trt.counts, err_msg=name)
+            assert a[name].trt.range == b[name].trt.range, name
         assert (_bits(a[name].min), _bits(a[name].max)) == (_bits(b[name].min), _bits(b[name].max)), name
 
 
@@ -154,8 +160,9 @@ def test_caches_are_byte_identical_with_workers_and_shards(data, tmp_path, monke
     assert (tmp_path / "on.cache").read_bytes() == (tmp_path / "off.cache").read_bytes()
     assert (tmp_path / "two.cache").read_bytes() == (tmp_path / "off.cache").read_bytes()
     assert (tmp_path / "on.npz").read_bytes() == (tmp_path / "off.npz").read_bytes()
-    _same(on.statistics, off.statistics)
-    _same(two.statistics, off.statistics)
+    _same(on.statistics, off.statistics, trt=True)
+    _same(two.statistics, off.statistics, counts=False, trt=True)  # entropy2 alone: no bit-pattern counts
+    assert two.statistics.meta["bit_histograms"] is False and not two.statistics["conv"].counts.any()
     monkeypatch.setattr(api, "DERIVE_CLIPPED", True)
     parts = [str(tmp_path / f"part{k}.npz") for k in (1, 2)]
     for k, part in enumerate(parts, 1):
@@ -203,8 +210,8 @@ def test_derivation_equals_histogramming_the_clipped_values(x, hi, bits):
 def test_efficientnet_cache_is_identical_with_derivation(effnet_model, even_images, tmp_path, monkeypatch):
     """Derived histograms and the blocked layout (runner.blocked) change no byte of the cache."""
     images = tmp_path / "calib.txt"
-    images.write_text("\n".join(even_images[:32]) + "\n")
-    args = dict(preprocess="efficientnet-lite", batch_size=32)
+    images.write_text("\n".join(even_images[:12]) + "\n")  # in steps of 3 under the default --max-memory
+    args = dict(preprocess="efficientnet-lite", batch_size=12, method="entropy2")
     on = calibrate(effnet_model, str(images), cache=tmp_path / "on.cache", **args)
     monkeypatch.setattr(api, "BLOCKED_LAYOUT", False)
     nchw = calibrate(effnet_model, str(images), cache=tmp_path / "nchw.cache", **args)
@@ -212,8 +219,8 @@ def test_efficientnet_cache_is_identical_with_derivation(effnet_model, even_imag
     off = calibrate(effnet_model, str(images), cache=tmp_path / "off.cache", **args)
     assert (tmp_path / "on.cache").read_bytes() == (tmp_path / "off.cache").read_bytes()
     assert (tmp_path / "nchw.cache").read_bytes() == (tmp_path / "off.cache").read_bytes()
-    _same(on.statistics, off.statistics)
-    _same(nchw.statistics, off.statistics)
+    _same(on.statistics, off.statistics, counts=False, trt=True)  # entropy2: min, max, TensorRT's histograms
+    _same(nchw.statistics, off.statistics, counts=False, trt=True)
     assert len(on.statistics) == 97 and on.statistics.meta["constants"] == ["_fc.weight_output", "_fc.bias_output"]
     runner = ActivationRunner(effnet_model, derive=True, any_layout=True)
     assert len(runner.derived) == 33 and len(runner.exposed) == 62

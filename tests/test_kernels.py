@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -119,3 +121,53 @@ def test_linear_bins_are_the_float32_division(values, upper):
     expected = np.bincount(np.minimum(q.astype(np.int64), 2047), minlength=2048)
     np.testing.assert_array_equal(counts, expected)
     assert clamped == int(np.count_nonzero(q >= 2048))
+
+
+# ---- one pass for every histogram (kernels.accumulate_all) ------------------------------------
+finite32 = st.one_of(st.floats(-1e6, 1e6, width=32), st.sampled_from([0.0, -0.0, 6.0, -6.0, 1e-45, 5.999999, 6.000001]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(hnp.arrays(np.float32, st.integers(0, 3000), elements=finite32), min_size=1, max_size=4),
+    start=st.floats(1e-3, 1e4), signed=st.booleans(), bits=st.booleans(),
+)
+def test_one_pass_equals_min_max_then_each_histogram(steps, start, signed, bits):
+    """accumulate_all (ranges widened block by block as values come) against the separate
+    kernels with each range fitted to the whole step's maximum first, steps of one batch."""
+    from int8calib.stats.kernels import accumulate_all, bin_linear
+    from int8calib.stats.trt_histogram import TrtHistogram
+
+    size = (512 if signed else 256) << 8
+    one = [TrtHistogram.starting_at(start), TrtHistogram.starting_at(min(start, 6.0))]
+    many = [TrtHistogram.starting_at(start), TrtHistogram.starting_at(min(start, 6.0))]
+    counts_one, counts_many = np.zeros(size, np.int64), np.zeros(size, np.int64)
+    for values in steps:
+        lo, hi, finite = accumulate_checked(values, counts_many, 8, signed)
+        if values.size:
+            many[0].fit(max(abs(lo), abs(hi)))
+            many[0].count_clamped(bin_linear(values, many[0].counts, many[0].width))
+            many[1].fit(min(max(hi, 0.0), 6.0))
+            many[1].count_clamped(bin_linear(values, many[1].counts, many[1].width, 6.0))
+        got = accumulate_all(values, counts_one if bits else None, 8, signed, one[0], (one[1], 6.0))
+        assert _same_floats(got, (lo, hi, finite))
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a.counts, b.counts)
+        assert (a.range, a.edge) == (b.range, b.edge)
+    np.testing.assert_array_equal(counts_one, counts_many if bits else 0)
+
+
+def _same_floats(a, b) -> bool:
+    return [struct.pack("<d", x) if isinstance(x, float) else x for x in a] == [
+        struct.pack("<d", x) if isinstance(x, float) else x for x in b
+    ]
+
+
+def test_one_pass_reports_nan_and_inf():
+    from int8calib.stats.kernels import accumulate_all
+    from int8calib.stats.trt_histogram import TrtHistogram
+
+    for bad in (np.nan, np.inf, -np.inf):
+        values = np.arange(5000, dtype=np.float32)
+        values[3000] = bad
+        assert accumulate_all(values, None, 8, False, TrtHistogram.starting_at(10.0))[2] is False

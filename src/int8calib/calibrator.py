@@ -290,7 +290,8 @@ def run_calibrator(
     """Drive ``calibrator`` the way TensorRT's builder does, with ONNX Runtime as the network.
 
     ``trt_histograms`` (default: when the method reads them) keeps TensorRT's histograms in
-    the statistics returned, for switching to entropy2 later.
+    the statistics returned, for switching to entropy2 later; given, the bit-pattern
+    histograms are kept too (by default only the order-free methods get them).
 
     ``runner`` may be a function that builds it (a :class:`RunnerSpec` is one), so a
     reused cache never loads the model into ONNX Runtime. ``workers > 1`` collects in
@@ -304,10 +305,13 @@ def run_calibrator(
             return CalibrationResult(cache.amax, calibrator.method, cache.algorithm, from_cache=True)
         # TensorRT 10 names constants (their lines are written under a 10.x header only): the header is part of the cache
         calibrator._stale([f"its header is TRT-{cache.version}, the TensorRT version asked for is {int(trt_version)}"])
-    if trt_histograms is None:  # only the methods that follow TensorRT's order read them
-        trt_histograms = get_method(calibrator.method).ordered
+    # Collect what the method reads: TensorRT's histograms for the methods that follow
+    # TensorRT's order, the bit-pattern ones for the rest; both when asked to keep them.
+    ordered = get_method(calibrator.method).ordered
     stats = gather_statistics(
-        calibrator.loader, runner, meta, max_memory, workers, [calibrator.method], trt_histograms=trt_histograms
+        calibrator.loader, runner, meta, max_memory, workers, [calibrator.method],
+        trt_histograms=ordered if trt_histograms is None else trt_histograms,
+        bit_histograms=trt_histograms is not None or not ordered,
     )
     if stats.meta.get("samples", 0) == 0:
         raise Int8CalibError("no calibration sample could be loaded")

@@ -93,7 +93,9 @@ def register(sub) -> None:
     )
 
     run = p.add_argument_group("runtime")
-    run.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default CPUExecutionProvider)")
+    run.add_argument("--providers", nargs="+", type=_provider,
+                     help="ONNX Runtime execution providers: cpu, cuda or full names (default: CUDA where onnxruntime-gpu "
+                          "and CuPy see a GPU, activations then histogrammed on the GPU; else the CPU)")
     from .collect import add_collection_options
 
     add_collection_options(p)
@@ -238,6 +240,11 @@ def _run_from_cache(args: argparse.Namespace, data) -> int:
 
 def _db(value: float | None) -> str:
     return "inf" if value is None else f"{value:.2f}"
+
+
+def _provider(name: str) -> str:
+    """'cpu' / 'cuda' for ONNX Runtime's provider names; others pass as given."""
+    return {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}.get(name.lower(), name)
 
 
 def _method_params(args: argparse.Namespace) -> dict:

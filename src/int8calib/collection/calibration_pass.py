@@ -53,7 +53,12 @@ def _check_inputs(batch: Batch, names: Sequence[str]) -> None:
 
 def _first_batch_ranges(batch: Batch, runner: ActivationRunner, sizer: _StepSizer, fixed: int | None) -> dict:
     """(min, max) of every activation over ``batch``, run in steps as collection runs it."""
-    from ..stats import kernels
+    if getattr(runner, "on_device", False):
+        from ..stats import gpu
+
+        min_max = lambda value: gpu.min_max_checked(value)[:2]  # noqa: E731
+    else:
+        from ..stats.kernels import min_max
 
     ranges: dict[str, tuple[float, float]] = {}
     shared = _shared(batch, runner)
@@ -62,7 +67,7 @@ def _first_batch_ranges(batch: Batch, runner: ActivationRunner, sizer: _StepSize
         if sizer.rows is None:
             sizer.measure(activations, n)
         for name, value in activations.items():
-            lo, hi = kernels.min_max(value)
+            lo, hi = min_max(value)
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(old[0], lo), max(old[1], hi))
     return ranges
@@ -83,6 +88,7 @@ def collect_statistics(
     batches: Iterator[Batch] | None = None,
     first_samples: Sequence[Sample] | None = None,
     trt_histograms: bool = True,
+    bit_histograms: bool = True,
 ) -> Statistics:
     """Run every batch of ``loader`` through ``runner`` and histogram the activations.
 
@@ -100,7 +106,8 @@ def collect_statistics(
     several steps, its steps run once more for their maxima first. ``first_samples`` (a
     shard's or worker's whole data set) gives the first batch to take the ranges from
     instead of the loader's own, so that merged parts equal one sequential run.
-    ``trt_histograms`` False leaves TensorRT's histograms out (no method asked for needs them).
+    ``trt_histograms`` False leaves TensorRT's histograms out (no method asked for needs them),
+    ``bit_histograms`` False the bit-pattern counts (only TensorRT's histograms are read).
     """
     limit_malloc_arenas()  # before the threads below allocate: keeps peak RSS flat over long runs
     names = [i.name for i in runner.inputs]
@@ -108,8 +115,13 @@ def collect_statistics(
     fixed = loader.fixed_batch
     # Relu / Clip(0, hi) outputs the runner did not expose: their inputs are counted by sign.
     derived = getattr(runner, "derived", {})
-    collector = StatsCollector(
-        signed={source for source, _ in derived.values()}, derived=derived, trt_histograms=trt_histograms
+    if getattr(runner, "on_device", False):  # activations on the GPU: histogrammed there
+        from ..stats.gpu_collector import GpuStatsCollector as Collector
+    else:
+        Collector = StatsCollector
+    collector = Collector(
+        signed={source for source, _ in derived.values()}, derived=derived, trt_histograms=trt_histograms,
+        bit_histograms=bit_histograms,
     )
     first_batch = None
     if first_samples is not None and isinstance(loader, BatchLoader):

@@ -21,13 +21,15 @@ def gather_statistics(
     methods: Sequence[str] = (),
     first_samples=None,
     trt_histograms: bool = True,
+    bit_histograms: bool = True,
 ) -> Statistics:
     """The statistics of every batch ``loader`` yields, in ``workers`` processes.
 
     What ``methods`` compile and the histogram kernel load in a background thread, and the
     first batch decodes while the runner's session is built. ``first_samples``: the whole
     data set when ``loader`` holds a shard of it (see :func:`collect_statistics`);
-    ``trt_histograms`` False: without TensorRT's histograms, which only entropy2 / entropy read.
+    ``trt_histograms`` False: without TensorRT's histograms, which only entropy2 / entropy read;
+    ``bit_histograms`` False: without the bit-pattern counts, which only they do not read.
 
     When ``meta`` names the model file, the statistics also hold its constants that TensorRT
     calibrates (:mod:`int8calib.stats.constants`), computed once from the weights.
@@ -36,7 +38,8 @@ def gather_statistics(
     if workers > 1:
         from .workers import collect_in_processes  # multiprocessing loads only when used
 
-        stats = collect_in_processes(loader, runner, meta, workers, max_memory, first_samples, trt_histograms)
+        stats = collect_in_processes(loader, runner, meta, workers, max_memory, first_samples, trt_histograms,
+                                     bit_histograms)
     else:
         batches = None
         if not isinstance(runner, ActivationRunner):
@@ -44,7 +47,7 @@ def gather_statistics(
             runner = runner()
         stats = collect_statistics(
             loader, runner, meta, max_memory=max_memory, batches=batches, first_samples=first_samples,
-            trt_histograms=trt_histograms,
+            trt_histograms=trt_histograms, bit_histograms=bit_histograms,
         )
     model = (meta or {}).get("model")
     return with_constants(stats, model, trt_histograms) if model and Path(model).is_file() else stats

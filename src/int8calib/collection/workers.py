@@ -23,13 +23,13 @@ from .calibration_pass import collect_statistics
 from .warmup import warm_up_in_background
 
 
-def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads, first, trt):
+def _collect_shard(spec: RunnerSpec, samples, inputs, preprocess, batch_size, skip_bad, max_memory, threads, first, trt, bits):
     warm_up_in_background()
     runner = spec.build(intra_op_threads=threads)
     loader = BatchLoader(samples, inputs, preprocess, batch_size, skip_bad)
     stats = collect_statistics(
         loader, runner, None, max_memory=max_memory, threads=threads, allow_empty=True, first_samples=first,
-        trt_histograms=trt,
+        trt_histograms=trt, bit_histograms=bits,
     )
     return stats, list(loader.skipped)
 
@@ -42,6 +42,7 @@ def collect_in_processes(
     max_memory: "int | str | None" = None,
     first_samples=None,
     trt_histograms: bool = True,
+    bit_histograms: bool = True,
 ) -> Statistics:
     """Like :func:`collect_statistics` over ``loader``, split over ``workers`` processes.
 
@@ -61,7 +62,7 @@ def collect_in_processes(
             pool.submit(
                 _collect_shard, spec, part, loader.inputs, loader.preprocess, loader.batch_size,
                 loader.skip_bad, max_memory, threads, list(first_samples or loader.samples)[: loader.batch_size],
-                trt_histograms,
+                trt_histograms, bit_histograms,
             )
             for part in parts
         ]
@@ -71,4 +72,5 @@ def collect_in_processes(
         total = merge(total, stats)
     for _, skipped in results:
         loader.skipped.extend(skipped)
-    return Statistics(total.tensors, {**(meta or {}), "samples": total.meta.get("samples", 0)})
+    kept = {k: total.meta[k] for k in ("samples", "bit_histograms") if k in total.meta}
+    return Statistics(total.tensors, {**(meta or {}), "samples": 0, **kept})

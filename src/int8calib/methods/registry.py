@@ -57,6 +57,9 @@ def compute_amax(name: str, hist: TensorHistogram, **params) -> float:
 
 def compute_ranges(name: str, stats: Statistics, **params) -> dict[str, float]:
     """amax of every tensor in ``stats`` by ``name``'s method."""
+    if stats.meta.get("bit_histograms") is False and not get(name).ordered:
+        raise Int8CalibError(f"method '{name}' needs the bit-pattern histograms, which this collection left out "
+                             "(collected for entropy2 / entropy only)")
     tensors = progress(stats.tensors.items(), total=len(stats.tensors), desc=f"{name} thresholds", unit="tensor")
     ranges = {}
     for tensor, h in tensors:

@@ -77,7 +77,7 @@ class ActivationRunner:
         self.derived = derivable_tensors(proto, self.tensors, types=types) if derive else {}
         self.exposed = [t for t in self.tensors if t not in self.derived]
         available = ort.get_available_providers()
-        providers = list(providers or ["CPUExecutionProvider"])
+        providers = list(providers or _default_providers(available))
         self.providers = providers
         missing = [p for p in providers if p not in available]
         if missing:
@@ -110,6 +110,8 @@ class ActivationRunner:
         if low_qdq:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
         self.any_layout = any_layout
+        # CUDA provider and CuPy: outputs stay on the GPU (I/O binding) and are histogrammed there
+        self.on_device = providers[0] == "CUDAExecutionProvider" and _gpu_kernels_available()
         self._options = options
         self._exposed_bytes = _expose(proto, self.exposed).SerializeToString()
         # {exposed name: (output name, channels)} for tensors read in the blocked layout
@@ -171,7 +173,10 @@ class ActivationRunner:
         self._start(self._exposed_bytes)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch; returns the float activations of this batch by tensor name."""
+        """Run one batch; returns the float activations of this batch by tensor name (CuPy
+        arrays on the GPU when ``on_device``)."""
+        if self.on_device:
+            return self._run_on_device(feeds)
         try:
             outputs = self.session.run(self.output_names, dict(feeds))
         except Exception as exc:
@@ -192,6 +197,47 @@ class ActivationRunner:
             for name in self.exposed
             if isinstance(by_name.get(name), np.ndarray) and by_name[name].dtype.kind == "f"
         }
+
+
+    def _run_on_device(self, feeds: Mapping[str, np.ndarray]) -> dict:
+        """One batch with every output bound to the GPU: ONNX Runtime allocates them there and
+        nothing is copied to the host; each comes back as a CuPy view that keeps its OrtValue."""
+        import cupy
+
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda")
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:
+            raise Int8CalibError(f"ONNX Runtime failed on a batch: {str(exc).splitlines()[0]}") from None
+        out = {}
+        for name, value in zip(self.output_names, binding.get_outputs()):
+            dtype = _FLOAT_TYPES.get(value.data_type())
+            if name in self.exposed and dtype is not None:
+                size = int(np.prod(value.shape())) * np.dtype(dtype).itemsize
+                memory = cupy.cuda.UnownedMemory(value.data_ptr(), size, value)
+                out[name] = cupy.ndarray(tuple(value.shape()), dtype, cupy.cuda.MemoryPointer(memory, 0))
+        return {name: out[name] for name in self.exposed if name in out}
+
+
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _default_providers(available: Sequence[str]) -> list[str]:
+    """CUDA when onnxruntime-gpu and CuPy both see a GPU (said in the log), else the CPU."""
+    if "CUDAExecutionProvider" in available and _gpu_kernels_available():
+        logger.info("onnxruntime-gpu sees a GPU: calibrating on CUDA (--providers cpu to stay on the CPU)")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _gpu_kernels_available() -> bool:
+    from ..stats import gpu
+
+    return gpu.available()
 
 
 @dataclass(frozen=True)

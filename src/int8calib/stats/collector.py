@@ -66,6 +66,7 @@ class StatsCollector:
         signed: Collection[str] = (),
         derived: Mapping[str, tuple[str, float]] | None = None,
         trt_histograms: bool = True,
+        bit_histograms: bool = True,
     ):
         if not 0 <= mantissa_bits <= 12:
             raise ValueError("mantissa_bits must be in 0..12")
@@ -73,6 +74,8 @@ class StatsCollector:
         self.signed = frozenset(signed)
         self.derived = dict(derived or {})
         self.trt_histograms = trt_histograms  # False: only the order-free statistics (faster)
+        # False: no bit-pattern counts (min and max stay); only TensorRT's histograms, for entropy2 / entropy
+        self.bit_histograms = bit_histograms or not trt_histograms
         self._outputs_of: dict[str, list[tuple[str, float]]] = {}
         for name, (source, hi) in self.derived.items():
             self._outputs_of.setdefault(source, []).append((name, f32(hi)))
@@ -97,17 +100,52 @@ class StatsCollector:
             for output, clip_hi in self._outputs_of.get(name, ()):
                 self._first[output] = min(max(hi, 0.0), clip_hi)
 
-    def _add_trt(self, name: str, value: np.ndarray, step_max: float, new_batch: bool, clip_hi=None) -> None:
+    def _trt_of(self, name: str, new_batch: bool, step_max) -> "TrtHistogram | None":
+        """``name``'s TensorRT histogram, begun and with a range > 0 if it can have one (None:
+        only zeros so far). ``step_max()`` gives the step's max for a histogram that has no
+        range yet: it starts from the first batch's max, or from this step's."""
         trt = self._trt.get(name)
         if trt is None:
-            trt = self._trt[name] = TrtHistogram.starting_at(self._first.get(name, step_max))
+            trt = self._trt[name] = TrtHistogram.starting_at(self._first[name] if name in self._first else step_max())
         if new_batch:
             trt.new_batch()
-        trt.fit(step_max)
-        if trt.range > 0:
-            trt.count_clamped(_kernels().bin_linear(value, trt.counts, trt.width, clip_hi))
-        else:  # only zeros so far
-            trt.counts[0] += value.size
+        if trt.range == 0.0:
+            trt.fit(step_max())
+        return trt if trt.range > 0 else None
+
+    def _add_all(self, name: str, value: np.ndarray, counts, signed: bool, new_batch: bool):
+        """The kernel pass of :func:`kernels.accumulate_all` over one tensor: bit-pattern counts
+        (``counts`` None: not wanted), TensorRT's histogram of it and of the first Relu / Clip
+        output derived from it; further derived outputs (rare) get a pass each."""
+        kernels = _kernels()
+        step: list = []
+
+        def step_range():  # (lo, hi) of the step, read once and only where a range must start
+            if not step:
+                step.append(kernels.min_max(value))
+            return step[0]
+
+        def abs_max():
+            lo, hi = step_range()
+            return max(abs(lo), abs(hi)) if lo <= hi else 0.0
+
+        outputs = self._outputs_of.get(name, ())
+        hists = [self._trt_of(name, new_batch, abs_max)]
+        for output, clip_hi in outputs:
+            hists.append(self._trt_of(output, new_batch, lambda: min(max(step_range()[1], 0.0), clip_hi)))
+        first = (hists[1], outputs[0][1]) if outputs and hists[1] is not None else None
+        lo, hi, finite = kernels.accumulate_all(value, counts, self.mantissa_bits, signed, hists[0], first)
+        if not finite:
+            return lo, hi, finite
+        for (output, clip_hi), trt in zip(outputs, hists[1:]):
+            if trt is None:  # only zeros so far
+                self._trt[output].counts[0] += value.size
+            elif first is None or trt is not first[0]:
+                trt.fit(min(max(hi, 0.0), clip_hi))
+                trt.count_clamped(kernels.bin_linear(value, trt.counts, trt.width, clip_hi))
+        if hists[0] is None:
+            self._trt[name].counts[0] += value.size
+        return lo, hi, finite
 
     def _histogram(self, name: str) -> TensorHistogram:
         h = self._hists.get(name)
@@ -120,7 +158,10 @@ class StatsCollector:
     def _add(self, name: str, h: TensorHistogram, value: np.ndarray, batch: int, new_batch: bool = True) -> None:
         signed = self._signed_counts.get(name)
         counts = h.counts if signed is None else signed
-        lo, hi, finite = _kernels().accumulate_checked(value, counts, self.mantissa_bits, signed is not None)
+        if self.trt_histograms and value.size:
+            lo, hi, finite = self._add_all(name, value, counts if self.bit_histograms else None, signed is not None, new_batch)
+        else:
+            lo, hi, finite = _kernels().accumulate_checked(value, counts, self.mantissa_bits, signed is not None)
         if not finite:
             bad = int(value.size - np.count_nonzero(np.isfinite(value)))
             raise Int8CalibError(
@@ -128,11 +169,6 @@ class StatsCollector:
                 "(check the input data and preprocessing)"
             )
         h.min, h.max = ordered_min(h.min, lo), ordered_max(h.max, hi)
-        if lo > hi or not self.trt_histograms:  # no values, or no TensorRT histograms wanted
-            return
-        self._add_trt(name, value, max(abs(lo), abs(hi)), new_batch)
-        for output, clip_hi in self._outputs_of.get(name, ()):
-            self._add_trt(output, value, min(max(hi, 0.0), clip_hi), new_batch, clip_hi)
 
     def collect(self, activations: Mapping[str, np.ndarray], samples: int = 0, new_batch: bool = True) -> None:
         """Add one batch of activations (``new_batch`` False: more of the current batch);
@@ -206,4 +242,6 @@ class StatsCollector:
                 tensors[name] = replace(d, trt=self._trt.get(name) if name in self.derived else None)
         if order is not None:
             tensors = {name: tensors[name] for name in order if name in tensors}
+        if not self.bit_histograms:  # compute_ranges refuses the order-free methods on these
+            meta = {**(meta or {}), "bit_histograms": False}
         return Statistics(tensors, {**(meta or {}), "samples": self.samples})

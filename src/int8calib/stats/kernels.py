@@ -152,6 +152,124 @@ def bin_linear(values: np.ndarray, counts: np.ndarray, width: float, clip_hi: fl
 _TINY = 2.0**-149  # the smallest float32: a range below 2048 of it would give a zero width
 
 
+_BLOCK = 1024  # values per block: read twice (range check, then bins), the second time from L1
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _scatter(lane, bins, m):  # pragma: no cover - compiled
+    four = np.uint64(4)
+    q = m - m % four
+    for i in range(np.uint64(0), q, four):
+        lane[0, bins[i]] += 1
+        lane[1, bins[i + np.uint64(1)]] += 1
+        lane[2, bins[i + np.uint64(2)]] += 1
+        lane[3, bins[i + np.uint64(3)]] += 1
+    for i in range(q, m):
+        lane[0, bins[i]] += 1
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _blocks(ints, values, start, counts, shift, mask, inv_a, range_a, inv_b, range_b, clip_value, clip_b, lanes, idx, lo, hi):  # pragma: no cover - compiled
+    # Every histogram of a tensor in one pass over memory, block by block: min/max (ordered
+    # integers, as in _accumulate), TensorRT's linear bins of |x| (inv_a > 0; lanes[0]) and of
+    # Clip(0, clip_value)(x) (inv_b > 0; lanes[1]; clip_b: its bits), and the bit-pattern counts (counts.size > 0).
+    # Each block is first checked against the linear ranges (bits as int32: positive floats
+    # order like their bits); a block holding NaN, Inf or a value beyond a range stops the
+    # kernel before any of it is counted, and the caller widens the range and calls again.
+    # Bins are computed into idx and then scattered (4 lanes, as in _bin_linear). Unsigned
+    # loop indices: with signed ones numba's negative-index wraparound kept LLVM from
+    # vectorising the range check and the bin arithmetic (6x slower).
+    n = ints.size
+    has_a, has_b, bits = inv_a > 0, inv_b > 0, counts.size > 0
+    for s in range(start, n, _BLOCK):
+        block = ints[s : s + _BLOCK]
+        vals = values[s : s + _BLOCK]
+        m = np.uint64(block.size)
+        top = np.int32(0)
+        block_lo = np.int32(0x7FFFFFFF)
+        block_hi = np.int32(-0x7FFFFFFF - 1)
+        for i in range(m):
+            b = block[i]
+            top = max(top, b & np.int32(0x7FFFFFFF))
+            o = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+            block_lo = min(block_lo, o)
+            block_hi = max(block_hi, o)
+        if top >= np.int32(0x7F800000) or (has_a and top > range_a) or (has_b and min(block_hi, clip_b) > range_b):
+            return lo, hi, s
+        lo = min(lo, block_lo)
+        hi = max(hi, block_hi)
+        if has_a:
+            out = idx[0]
+            for i in range(m):
+                out[i] = np.uint32(min(np.int32(np.float32(np.float64(abs(vals[i])) * inv_a)), np.int32(2048)))
+            _scatter(lanes[0], out, m)
+        if has_b:
+            out = idx[1]
+            for i in range(m):
+                c = min(max(vals[i], np.float32(0)), clip_value)
+                out[i] = np.uint32(min(np.int32(np.float32(np.float64(c) * inv_b)), np.int32(2048)))
+            _scatter(lanes[1], out, m)
+        if bits:
+            for i in range(m):
+                counts[(np.uint32(block[i]) & mask) >> shift] += 1
+    return lo, hi, n
+
+
+_NO_COUNTS = np.zeros(0, np.int64)
+
+
+def _bits(value: float) -> np.int32:
+    return np.array(value, np.float32).view(np.int32)[()]
+
+
+def accumulate_all(
+    values: np.ndarray, counts: "np.ndarray | None", mantissa_bits: int, signed: bool, absolute=None, clipped=None
+) -> tuple[float, float, bool]:
+    """Every histogram of one tensor in one pass: the bit-pattern ``counts`` as
+    :func:`accumulate_checked` does (None: not wanted), TensorRT's histogram of |x|
+    (``absolute``, a :class:`~.trt_histogram.TrtHistogram`) and of a Clip(0, hi) output
+    derived from x (``clipped``: ``(TrtHistogram, hi)``), each with a range > 0 already.
+    A block of values beyond a range widens it (``fit``) before the block is binned: the same
+    counts as fitting to the whole step's maximum first (doubling is exact, trt_histogram).
+    Returns (min, max, whether every value was finite); after a NaN or Inf the histograms
+    are left part-way (collection stops with an error).
+    """
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    if flat.size == 0:
+        return float("inf"), float("-inf"), True
+    ints = flat.view(np.int32)
+    hists = [(h, None, 0) for h in (absolute,) if h is not None] + ([(*clipped, 1)] if clipped is not None else [])
+    clip_value = np.float32(clipped[1] if clipped is not None else np.inf)
+    lanes = np.zeros((2, 4, 2049), np.int32)  # one call bins < 2^31 values
+    idx = np.empty((2, _BLOCK), np.uint32)
+    lo, hi, start = np.int32(0x7FFFFFFF), np.int32(-0x7FFFFFFF - 1), 0
+    shift, mask = np.uint32(23 - mantissa_bits), np.uint32(_SIGNED if signed else _ABS)
+    while True:
+        inv = [0.0, 0.0]
+        for h, _, row in hists:
+            inv[row] = 1.0 / max(h.width, _TINY)
+        lo, hi, stop = _blocks(
+            ints, flat, start, _NO_COUNTS if counts is None else counts, shift, mask,
+            inv[0], _bits(absolute.range if absolute is not None else 0.0),
+            inv[1], _bits(clipped[0].range if clipped is not None else 0.0), clip_value, _bits(clip_value),
+            lanes, idx, lo, hi,
+        )
+        for h, _, row in hists:  # the edge counts must be known before a range doubles
+            summed = lanes[row].sum(axis=0)
+            h.counts[:2048] += summed[:2048]
+            h.counts[2047] += summed[2048]
+            h.count_clamped(int(summed[2048]))
+        if stop == flat.size:
+            return _decode_min_max(flat, lo, hi)
+        block = flat[stop : stop + _BLOCK]
+        if not np.isfinite(block).all():
+            return float("nan"), float("nan"), False
+        for h, c, _ in hists:
+            h.fit(float(np.abs(block).max()) if c is None else min(max(float(block.max()), 0.0), c))
+        lanes[:] = 0
+        start = stop
+
+
 @njit(nogil=True, cache=True)
 def _min_max(ints):  # pragma: no cover - compiled
     lo = np.int32(0x7FFFFFFF)
@@ -181,5 +299,8 @@ def warm_up() -> None:
     bin_linear(np.zeros(1, np.float32), np.zeros(2048, np.int64), 1.0)
     bin_linear(np.zeros(1, np.float32), np.zeros(2048, np.int64), 1.0, 6.0)
     min_max(np.zeros(1, np.float32))
+    from .trt_histogram import TrtHistogram
+
+    accumulate_all(np.zeros(1, np.float32), None, 8, True, TrtHistogram.starting_at(1.0), (TrtHistogram.starting_at(1.0), 6.0))
 
 
