@@ -41,7 +41,7 @@ from .float_types import (  # noqa: F401 (re-exported: the precision API)
     check_high_precision, tensor_of,
 )
 from ..runner.model import opset_of, tensor_array
-from .qdq import _drop_unused_initializers, _Names, at_opset
+from .qdq import _drop_unused_initializers, _Names, at_opset, node_id
 
 LOW_OPSET = 19  # float16 / bfloat16 scales of QuantizeLinear / DequantizeLinear
 LOW_OPSET_HINT = "; --high-precision fp32 writes the model without them"
@@ -217,9 +217,6 @@ def lower_precision(model: onnx.ModelProto, options: PrecisionOptions | None = N
 
     def is_float(name: str) -> bool:
         return bool(name) and types.get(name) == TensorProto.FLOAT
-
-    def node_id(node: onnx.NodeProto) -> str:
-        return node.name or node.output[0]
 
     def observed(name: str) -> float | None:
         value = ranges.get(name)
