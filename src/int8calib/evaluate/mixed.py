@@ -24,12 +24,13 @@ from typing import Sequence
 
 import onnx
 
-from ..batching import BatchLoader
+from ..batching import BatchLoader, row_steps
 from ..errors import Int8CalibError
 from ..runner import ActivationRunner
 from ..sources import Sample
-from ..passes import BiasShifts, quantized_model
+from ..passes import BiasShifts, quantized_model, scoring_model
 from ..util.log import logger, progress
+from ..util.memory import per_core_pairs
 from ..writers.precision import PrecisionOptions
 from .compare import compare_models
 from .metrics import OutputComparison
@@ -40,6 +41,10 @@ HOLDOUT_EVERY = 5
 RANK_SAMPLES = 32  # SQNR is a smooth measure: a few dozen samples rank the layers; agreement uses all
 SCREEN_SAMPLES = 32  # --method auto: every candidate is measured on this many held-out samples first,
 FINALISTS = 3  # and this many best go on to all of them
+# Samples per ONNX Runtime run of the models compared, per pair of cores (comparisons are sums over
+# samples): at the held-out batches' 32, the candidates' sessions grew ONNX Runtime's arenas to
+# 1.6 GB on EfficientNet-Lite0 on the 2-core VM, with 8 no slower per sample (docs/performance.md).
+SCORE_STEP = 8
 
 
 def split_holdout(samples: Sequence[Sample], every: int = HOLDOUT_EVERY) -> tuple[list[Sample], list[Sample]]:
@@ -104,14 +109,14 @@ def choose_float_layers(
     output = check_budget(model, output, budget, min_sqnr).name
     batches, reference = _held_out(model, loader, output, providers)
 
-    def measure(keep: Sequence[str], rows: int | None = None):
+    def measure(keep: Sequence[str], rows: int | None = None, exact: bool = False):
         return _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep, rows, shifts,
-                        lowering)
+                        lowering, exact)
 
     def ok(metrics: dict) -> bool:
         return _db(metrics["sqnr_db"]) >= min_sqnr if min_sqnr is not None else _loss(metrics) <= budget
 
-    base, summary = measure(())
+    base, summary = measure((), exact=True)  # the figures reported are the written models' own
     n = base["n"]
     scores = min_sqnr is None
     mixed = MixedPrecision(
@@ -149,7 +154,13 @@ def choose_float_layers(
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if meets(mid) else (mid, hi)
-    meets(hi)
+    # The search measured scoring twins; the written model itself must meet the budget (one more layer
+    # in float where the twin's last 0.02 dB decided).
+    while True:
+        measured[hi], _ = measure([node for node, _ in gains[:hi]], exact=True)
+        if ok(measured[hi]) or hi == len(gains):
+            break
+        hi += 1
     mixed.kept = [node for node, _ in gains[:hi]]
     mixed.agreement, mixed.sqnr_db = measured[hi]["top1_agreement"], measured[hi]["sqnr_db"]
     if scores:
@@ -169,7 +180,7 @@ def choose_float_layers(
 
 def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, providers):
     """The held-out batches (kept preprocessed: they are few) and the float model's ``output`` on them."""
-    batches = [(b.feeds, b.n, None) for b in loader]
+    batches = [(feeds, n, None) for b in loader for feeds, n in row_steps(b, b.n, per_core_pairs(SCORE_STEP))]
     if not batches:
         raise Int8CalibError(f"no held-out samples: --method auto / --accuracy-budget / --min-sqnr hold out 1 sample in "
                              f"{HOLDOUT_EVERY}, so they need at least {HOLDOUT_EVERY}")
@@ -178,19 +189,22 @@ def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, provider
 
 
 def _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
-             shifts=None, lowering=None):
+             shifts=None, lowering=None, exact=False):
     """Build the model ``--qdq`` would write from ``amax`` in memory (biases corrected with ``shifts``
     when given, float computation typed by ``lowering``) and compare its ``output`` with the float
-    model's: (OutputComparison.to_dict(), QdqSummary)."""
+    model's: (OutputComparison.to_dict(), QdqSummary). Unless ``exact``, the model compared is its
+    scoring twin (:func:`~int8calib.passes.scoring_model`: the same INT8 weights and scales, float32
+    elsewhere), 3x faster in ONNX Runtime and within 0.02 dB (docs/qdq.md)."""
     comparison, summary = _compare(model, amax, batches, reference, output, exclude_nodes, exclude_op_types,
-                                   providers, keep, rows, shifts, lowering)
+                                   providers, keep, rows, shifts, lowering, exact)
     return comparison.to_dict(), summary
 
 
 def _compare(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
-             shifts=None, lowering=None):
+             shifts=None, lowering=None, exact=False):
     """:func:`_measure`'s comparison itself (sums that add up over data), and the Q/DQ summary."""
-    built = quantized_model(model, amax, exclude_nodes, exclude_op_types, keep, shifts=shifts, precision=lowering)
+    build = quantized_model if exact else scoring_model
+    built = build(model, amax, exclude_nodes, exclude_op_types, keep, shifts=shifts, precision=lowering)
     data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
     return compare_models(model, built.model, data, output, providers=providers, reference=ref).output, built.qdq
 
