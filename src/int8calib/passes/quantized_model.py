@@ -63,11 +63,14 @@ def scoring_model(
     """The model :func:`quantized_model` writes, for ranking candidates: the same INT8 weights, the
     same scales (rounded to the type the written model stores them in) and the same corrected
     biases, with the float computation outside Q/DQ left in float32 and the weights stored
-    dequantized. ONNX Runtime's CPU computes float16 nodes in float32 anyway, casting around each
-    (5x the time of the float model on EfficientNet-Lite0, against 1.7x here); what is left out is
-    float16's rounding of the other tensors, 2**-11 relative, which moved the held-out SQNR of
-    the written models by at most 0.02 dB (docs/qdq.md). bfloat16 rounds 32x coarser: those models
-    are scored as written."""
+    dequantized. ONNX Runtime's CPU has no float16 kernels for most operators and casts around
+    each (2.7x the twin's time on EfficientNet-Lite0). Neither is TensorRT's arithmetic: TensorRT
+    computes an INT8 layer in integers and rescales in float32, which the twin follows and ONNX
+    Runtime's float16 emulation does not (it rounds every dequantized value to float16), while it
+    runs the unquantized layers in float16, which the emulation follows and the twin does not.
+    Measured against the written models (benchmarks/scoring_model.py, docs/qdq.md): within
+    0.35 dB on EfficientNet-Lite0 and MiniLM, up to 1.5 dB on one candidate of the PP-OCRv4
+    recogniser. bfloat16 rounds 32x coarser than float16: those models are scored as written."""
     precision = precision or PrecisionOptions()
     if precision.high_precision == "bf16":
         return quantized_model(model, amax, exclude_nodes, exclude_op_types, keep_float, shifts=shifts, precision=precision)
