@@ -453,11 +453,13 @@ BLOCKED_LAYOUT = True
 def _runner_spec(model, providers, tensors, workers: int) -> "RunnerSpec | Callable[[], ActivationRunner]":
     """How to build the runner, called only if data must be read; worker processes get a RunnerSpec."""
     from .runner import ActivationRunner, RunnerSpec
+    from .util.memory import collection_threads
 
     if workers < 1:
         raise Int8CalibError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
-        return lambda: ActivationRunner(model, providers, tensors, derive=DERIVE_CLIPPED, any_layout=BLOCKED_LAYOUT)
+        return lambda: ActivationRunner(model, providers, tensors, derive=DERIVE_CLIPPED, any_layout=BLOCKED_LAYOUT,
+                                        intra_op_threads=collection_threads()[0])
     return RunnerSpec(
         str(model), tuple(providers) if providers else None, tuple(tensors) if tensors else None,
         DERIVE_CLIPPED, BLOCKED_LAYOUT,

@@ -7,7 +7,6 @@ Runtime runs the next, and only the histograms are kept (docs/performance.md).
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -18,7 +17,7 @@ from ..errors import Int8CalibError
 from ..runner import ActivationRunner
 from ..stats import Statistics, StatsCollector
 from ..util.log import logger, progress_bar
-from ..util.memory import limit_malloc_arenas
+from ..util.memory import collection_threads, limit_malloc_arenas
 from .steps import _steps, _StepSizer, parse_size
 
 if TYPE_CHECKING:
@@ -129,7 +128,7 @@ def collect_statistics(
                             loader.batch_size, loader.skip_bad, prefetch=0)
         first_batch = next(iter(whole), None)
     bar = progress_bar(loader.sample_count, "collecting", "img")
-    pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1, thread_name_prefix="int8calib-hist")
+    pool = ThreadPoolExecutor(max_workers=threads or collection_threads()[1], thread_name_prefix="int8calib-hist")
     try:
         for number, batch in enumerate(iter(loader) if batches is None else batches):
             _check_inputs(batch, names)
