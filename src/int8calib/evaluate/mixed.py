@@ -285,9 +285,9 @@ def choose_method(
 ) -> MethodChoice:
     """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``),
     measure the held-out error of ``output`` (default: the first float output) on ``loader``'s
-    batches per sample, and choose with :func:`.selection.select`: ``mse`` unless a candidate's gain, shrunk toward its
-    record on other models, is positive (a classifier's candidates clearly below the best expected
-    agreement out first; ``mse`` whenever its noise sits in too few samples).
+    batches per sample, and choose with :func:`.selection.select`: ``mse`` unless a candidate's
+    gain, shrunk toward its record on other models, is positive (a classifier's candidates clearly
+    below the best expected agreement out first; ``mse`` whenever its noise sits in too few samples).
     The table lists the chosen candidate first, then the others best first (scores [N, classes] by
     expected top-1 agreement, within one held-out sample's worth of the best by SQNR; any other
     output by SQNR; ties keep the order of ``candidates``).

@@ -89,14 +89,9 @@ def paired(errors, default: str = DEFAULT, confidence: float = CONFIDENCE, agree
     default among them, or the best SQNR when the default dropped out). SQNR sums power over samples,
     so a few samples with huge outputs can outweigh all others; agreement counts every sample alike.
     """
-    kept = dict(errors)
-    if agreement_first and all(e.get("flips") is not None for e in errors.values()):
-        kept = {name: errors[name] for name in _not_clearly_less_agreeing(errors)}
-    if default not in kept:
-        chosen = max(kept, key=lambda name: sqnr_db(kept[name]))
-        why = "best SQNR" + (f" among the candidates whose agreement is not clearly below the best ({default}'s is)"
-                             if default in errors else "")
-        return Selection(chosen, reason=why)
+    kept, dropped = _agreeing(errors, default, agreement_first)
+    if dropped is not None:
+        return dropped
     diffs = paired_differences(kept, default)
     best = max(kept, key=lambda name: sqnr_db(kept[name]))
     chosen, reason = default, f"no candidate beats {default} with {confidence:.0%} confidence"
@@ -132,14 +127,9 @@ def shrunk(errors, default: str = DEFAULT, prior: Mapping[str, float] | None = N
     out first, as in :func:`paired`.
     """
     prior = PRIOR_DB if prior is None else prior
-    kept = dict(errors)
-    if agreement_first and all(e.get("flips") is not None for e in errors.values()):
-        kept = {name: errors[name] for name in _not_clearly_less_agreeing(errors)}
-    if default not in kept:
-        chosen = max(kept, key=lambda name: sqnr_db(kept[name]))
-        why = "best SQNR" + (f" among the candidates whose agreement is not clearly below the best ({default}'s is)"
-                             if default in errors else "")
-        return Selection(chosen, reason=why)
+    kept, dropped = _agreeing(errors, default, agreement_first)
+    if dropped is not None:
+        return dropped
     n = len(kept[default]["noise"])
     effective = effective_samples(kept[default]["noise"])
     if effective < min_effective:
@@ -169,6 +159,19 @@ def shrunk(errors, default: str = DEFAULT, prior: Mapping[str, float] | None = N
     return Selection(best, reason=f"expected to beat {default}: {detail}")
 
 
+def _agreeing(errors, default: str, agreement_first: bool) -> tuple[dict, Selection | None]:
+    """A classifier's candidates whose expected agreement is not clearly below the best one's (every candidate
+    of any other output), and the selection when the default is not among them: the best SQNR of the rest."""
+    kept = dict(errors)
+    if agreement_first and all(e.get("flips") is not None for e in errors.values()):
+        kept = {name: errors[name] for name in _not_clearly_less_agreeing(errors)}
+    if default in kept:
+        return kept, None
+    why = "best SQNR" + (f" among the candidates whose agreement is not clearly below the best ({default}'s is)"
+                         if default in errors else "")
+    return kept, Selection(max(kept, key=lambda name: sqnr_db(kept[name])), reason=why)
+
+
 def _not_clearly_less_agreeing(errors, resamples: int = RESAMPLES) -> list[str]:
     """The candidates whose expected agreement is not clearly (by more than one sample) below the best one's
     (paired bootstrap of flips)."""
@@ -192,15 +195,20 @@ def _fixed(name: str) -> Callable:
     return lambda errors: Selection(name, reason="fixed")
 
 
+def _gated(rule: Callable) -> Callable:
+    """``rule`` behind :func:`shrunk`'s gate: the default when its noise sits in too few effective samples."""
+    return lambda errors: (rule(errors) if effective_samples(errors[DEFAULT]["noise"]) >= MIN_EFFECTIVE_SAMPLES
+                           else Selection(DEFAULT, reason="too few effective samples"))
+
+
 # Rules measured by benchmarks/auto_regret.py (docs/methods.md; the table before issue 23's second round also
 # had paired 95 / 90 %, a percentile 99.99 default and the candidates cut to three): the one auto uses is RULE.
 RULES: dict[str, Callable] = {
     "before (agreement, SQNR)": by_agreement_then_sqnr,
     "best SQNR": by_sqnr,
     "paired 80 %": paired,
-    "gate, best SQNR": lambda errors: shrunk(errors, prior={}, spread=1e9),
-    "gate, paired 80 %": lambda errors: (paired(errors) if effective_samples(errors[DEFAULT]["noise"]) >= MIN_EFFECTIVE_SAMPLES
-                                         else Selection(DEFAULT, reason="gate")),
+    "gate, best SQNR": _gated(by_sqnr),
+    "gate, paired 80 %": _gated(paired),
     "shrunk (auto)": shrunk,
     "always mse": _fixed("mse"),
     "always p99.99": _fixed("percentile:99.99"),
