@@ -42,7 +42,7 @@ from int8calib.batching import BatchLoader
 from int8calib.collection.calibration_pass import collect_statistics
 from int8calib.evaluate import compare_models
 from int8calib.evaluate.mixed import HOLDOUT_EVERY
-from int8calib.evaluate.selection import RULES
+from int8calib.evaluate.selection import DEFAULT, PRIOR_DB, RULE, RULES, shrunk
 from int8calib.evaluate.outputs import choose_output
 from int8calib.methods import compute_ranges, get as get_method
 from int8calib.passes import correct_biases, measure_shifts, spread
@@ -153,7 +153,41 @@ def sqnr(e: dict, rows: np.ndarray) -> float:
     return 10.0 * np.log10(e["signal"][rows].sum() / max(e["noise"][rows].sum(), 1e-300))
 
 
-def regrets(arrays: dict, splits: int, seed: int = 0, every_sample: bool = False) -> dict[int, dict[str, np.ndarray]]:
+def record(arrays: dict) -> dict[str, float]:
+    """Per candidate, its output-SQNR gain over mse in dB on all of pool B, averaged over the range sets: what
+    the model tells about the candidates (selection.PRIOR_DB is the capped mean of the four models')."""
+    sizes = sorted({int(k.split("/")[0]) for k in arrays})
+    gains = {label: [] for label, _, _ in CANDIDATES}
+    for size in sizes:
+        by = errors(arrays, size)
+        rows = np.arange(len(by[DEFAULT]["signal"]))
+        for label, e in by.items():
+            gains[label].append(sqnr(e, rows) - sqnr(by[DEFAULT], rows))
+    return {label: float(np.mean(g)) for label, g in gains.items()}
+
+
+def prior(records: dict[str, dict[str, float]], leave_out: str | None = None, cap: bool = True) -> dict[str, float]:
+    """The mean record of the models other than ``leave_out``, capped at 0 (no candidate starts ahead of the
+    default) unless ``cap`` is off; entropy2 (not benchmarked) takes entropy2-stable's."""
+    others = [r for model, r in records.items() if model != leave_out]
+    out = {label: float(np.mean([r[label] for r in others])) for label in others[0]}
+    out = {label: min(v, 0.0) if cap else v for label, v in out.items()}
+    out["entropy2"] = out["entropy2-stable"]
+    return out
+
+
+def rules_for(model: str, records: dict[str, dict[str, float]]) -> dict:
+    """RULES, auto's rule with the record of the other models only (leave one model out: a model's own record
+    would tell the rule its answer), and two variants: the record uncapped, and PRIOR_DB (all four, in-sample)."""
+    rules = dict(RULES)
+    left_out, uncapped = prior(records, model), prior(records, model, cap=False)
+    rules[RULE] = lambda e: shrunk(e, prior=left_out)
+    rules["shrunk, uncapped record"] = lambda e: shrunk(e, prior=uncapped)
+    rules["shrunk, PRIOR_DB (in-sample)"] = lambda e: shrunk(e, prior=PRIOR_DB)
+    return rules
+
+
+def regrets(arrays: dict, splits: int, rules: dict, seed: int = 0, every_sample: bool = False) -> dict[int, dict[str, np.ndarray]]:
     """{split size: {rule: regret in dB per random split}}; ``every_sample``: the rules see every calibration
     sample (cross-validation at any size, leaving at least 100 of pool B unseen) instead of auto's split."""
     out = {}
@@ -166,14 +200,14 @@ def regrets(arrays: dict, splits: int, seed: int = 0, every_sample: bool = False
         if count - seen < 48:
             continue
         rng = np.random.default_rng(seed + size)
-        out[size] = {rule: np.empty(splits) for rule in RULES}
+        out[size] = {rule: np.empty(splits) for rule in rules}
         for k in range(splits):
             order = rng.permutation(count)
             visible, unseen = order[:seen], order[seen:]
             truth = {label: sqnr(e, unseen) for label, e in by.items()}
             best = max(truth.values())
             view = {label: {key: (None if v is None else v[visible]) for key, v in e.items()} for label, e in by.items()}
-            for rule, choose in RULES.items():
+            for rule, choose in rules.items():
                 out[size][rule][k] = best - truth[choose(view).chosen]
     return out
 
@@ -190,10 +224,15 @@ def main() -> None:
                         help="rules see every calibration sample at any size (cross-validation always), not auto's split")
     args = parser.parse_args()
     cache = Path(args.cache)
+    banks = {name: bank(name, path, pool_a, pool_b, preprocess, batch, cache / name)
+             for name, path, pool_a, pool_b, preprocess, batch in cases(Path(args.shared), cache, args.models)}
+    records = {name: record(arrays) for name, arrays in banks.items()}
+    print("record (gain over mse, dB, pool B, mean of the range sets): "
+          + "; ".join(f"{m}: " + ", ".join(f"{c} {v:+.2f}" for c, v in r.items()) for m, r in records.items()))
+    print("capped mean of all models (selection.PRIOR_DB): " + ", ".join(f"{c} {v:+.2f}" for c, v in prior(records).items()))
     table: dict[str, dict] = {}
-    for name, path, pool_a, pool_b, preprocess, batch in cases(Path(args.shared), cache, args.models):
-        arrays = bank(name, path, pool_a, pool_b, preprocess, batch, cache / name)
-        table[name] = regrets(arrays, args.splits, every_sample=args.every_sample)
+    for name, arrays in banks.items():
+        table[name] = regrets(arrays, args.splits, rules_for(name, records), every_sample=args.every_sample)
         for size in [] if args.quiet else sorted({int(k.split("/")[0]) for k in arrays}):
             by = errors(arrays, size)
             all_rows = np.arange(len(by["mse"]["signal"]))
@@ -207,7 +246,7 @@ def main() -> None:
 def print_table(table: dict, floor: int = 24) -> None:
     """Per model and split size, each rule's mean / largest regret (dB) over the random splits; then, over the
     cells of split sizes >= ``floor``, the worst cell's mean, the mean of all and the largest of any split."""
-    rules = list(RULES)
+    rules = list(next(iter(next(iter(table.values())).values())))
     print("| model | split size | " + " | ".join(rules) + " |")
     print("| --- | ---: | " + " | ".join("---:" for _ in rules) + " |")
     for model, cells in table.items():

@@ -303,8 +303,9 @@ def choose_method(
 ) -> MethodChoice:
     """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``),
     measure the held-out error of ``output`` (default: the first float output) on ``loader``'s
-    batches per sample, and choose with :func:`.selection.select`: ``mse`` unless a candidate beats
-    it clearly (a classifier's candidates clearly below the best expected agreement out first).
+    batches per sample, and choose with :func:`.selection.select`: ``mse`` unless a candidate's
+    gain, shrunk toward its record on other models, is positive (a classifier's candidates clearly
+    below the best expected agreement out first; ``mse`` whenever its noise sits in too few samples).
     The table lists the chosen candidate first, then the others best first (scores [N, classes] by
     expected top-1 agreement, within one held-out sample's worth of the best by SQNR; any other
     output by SQNR; ties keep the order of ``candidates``).
@@ -341,7 +342,7 @@ def choose_method(
         screened = {k: _row(k, c.to_dict()) for k, c in measure(names, SCREEN_SAMPLES).items()}
         names = [r["candidate"] for r in _ranked(list(screened.values()), info.is_scores)][:FINALISTS]
         if default in unique and default not in names:
-            names.append(default)  # the selection rule keeps the default unless a finalist beats it clearly
+            names.append(default)  # the selection rule keeps the default unless a finalist is expected to beat it
     final = measure(names)
     selection = select(_errors(final, info.is_scores), default)
     rows = _ranked([_row(k, c.to_dict()) for k, c in final.items()], info.is_scores, first=selection.chosen)
