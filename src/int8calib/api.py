@@ -89,6 +89,7 @@ def calibrate(
     low_precision_op_types: Sequence[str] = (),
     low_precision_io: bool = False,
     weight_rounding: bool | None = None,
+    equalize: bool | None = None,
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
@@ -133,7 +134,22 @@ def calibrate(
     ``weight_rounding`` (default: ``passes.weight_rounding.DEFAULT``, with bias correction) chooses
     the Q/DQ model's int8 weights for each layer's output error on the same samples
     (:mod:`int8calib.passes.weight_rounding`), before their shifts are measured.
+
+    ``equalize`` (default: ``passes.equalization.DEFAULT`` where an int8 Q/DQ model is the only output)
+    rescales the float model's channels where per-tensor activation ranges fit them poorly
+    (:mod:`int8calib.passes.equalization`, ranges per channel on up to ``EQUALIZE_SAMPLES`` samples) and
+    calibrates that model: the Q/DQ model holds its weights. Caches, ranges and statistics name the
+    original model's tensors, so they are refused with it.
     """
+    arguments = dict(locals())  # (first: the call again, on the equalized model)
+    if _check_equalize(equalize, qdq, precision, accuracy_budget is not None or min_sqnr is not None,
+                       (cache, ranges, histograms, report), from_histograms, model, data):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="int8calib-equalized-") as folder:
+            equalized = _equalized_model(model, data, preprocess, batch_size, providers, batch_axes, Path(folder))
+            params = arguments.pop("method_params")
+            return calibrate(**(arguments | {"model": equalized, "equalize": False}), **params)
     if method is None:
         method = default_method(model, data, from_histograms, precision, output, method_params, batch_axes)
     auto = method == AUTO
@@ -395,6 +411,45 @@ def _check_weight_rounding(weight_rounding, correct: bool) -> bool:
         raise Int8CalibError("--weight-rounding writes its int8 weights with bias correction: it needs --qdq "
                              "(int8) and bias correction on")
     return bool(correct and (DEFAULT if weight_rounding is None else weight_rounding))
+
+
+def _check_equalize(equalize, qdq, precision, budgeted: bool, others, from_histograms, model, data) -> bool:
+    """Whether to equalize the float model first (only where an int8 Q/DQ model is all that is written)."""
+    from .passes.equalization import DEFAULT
+
+    int8_model = (qdq is not None or budgeted) and precision == "int8"
+    if equalize:
+        if not int8_model:
+            raise Int8CalibError("--equalize rescales the float model for the int8 Q/DQ model: it needs --qdq (with --precision int8)")
+        if any(o is not None for o in others):
+            raise Int8CalibError("--equalize: a calibration cache, ranges, statistics or a report would name the equalized "
+                                 "model's tensors, which the original model does not have; write them without --equalize")
+        if from_histograms is not None or model is None or data is None:
+            raise Int8CalibError("--equalize needs MODEL and --data: the statistics must be collected on the equalized model")
+        return True
+    if equalize is None and DEFAULT and int8_model and all(o is None for o in others):
+        return from_histograms is None and model is not None and data is not None
+    return False
+
+
+def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_axes, folder: Path) -> Path:
+    """``model`` equalized (:func:`passes.equalization.equalize`, channel ranges on up to
+    ``EQUALIZE_SAMPLES`` samples spread over ``data``), written into ``folder``."""
+    from .batching import FeedDictLoader
+    from .passes import spread
+    from .passes.equalization import EQUALIZE_SAMPLES, equalize
+    from .runner import load_model
+    from .runner.model import uses_external_data
+    from .writers.qdq import write_model
+
+    proto = load_model(model, load_external_data=False)  # weights mapped where they lie
+    loader = held_out_loader(proto, data, preprocess, batch_size, batch_axes)
+    if not isinstance(loader, FeedDictLoader):  # files sorted by class: samples from all of them
+        loader = held_out_loader(proto, spread(loader.samples, EQUALIZE_SAMPLES), preprocess, batch_size, batch_axes)
+    done = equalize(proto, loader, providers, EQUALIZE_SAMPLES)
+    path = folder / Path(model).name
+    write_model(path, done.model, external_data=uses_external_data(proto))
+    return path
 
 
 def _float_pass(model, data, preprocess, batch_size: int, providers, batch_axes, correct: bool, lowering: "PrecisionOptions",
