@@ -83,8 +83,8 @@ def test_equalization_keeps_the_float_outputs(seed, alpha):
         np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
     onnx.checker.check_model(done.model)
     # the depthwise reader's input is equalized fully: every channel reaches the largest one's max, or 16 times its own
-    before = channel_ranges(model, batches, ["t2"], max_samples=None)["t2"]
-    after = channel_ranges(done.model, batches, ["t2"], max_samples=None)["t2"]
+    before = channel_ranges(model, batches, ["t2"], max_samples=None)[0]["t2"]
+    after = channel_ranges(done.model, batches, ["t2"], max_samples=None)[0]["t2"]
     np.testing.assert_allclose(after, np.minimum(before * 16, before.max()), rtol=1e-4)
 
 
@@ -126,18 +126,24 @@ def test_equalization_cuts_the_per_tensor_quantization_error_of_disparate_channe
 def test_calibrate_equalizes_only_the_qdq_route(tmp_path):
     from int8calib.api import calibrate
     from int8calib.cli import main
+    from int8calib.runner.model import model_fingerprint
+    from int8calib.writers.provenance import model_record
 
     onnx.save(_chain_model(2, spread=1.5), str(tmp_path / "m.onnx"))
     x = np.random.default_rng(5).standard_normal((24, 3, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     batches = [Batch({"x": x}, 24, [])]
-    sqnr = {}
+    sqnr, records = {}, {}
     for flag in ("--equalize", "--no-equalize"):
         path = tmp_path / f"q{flag}.onnx"
         assert main(["calibrate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--method", "minmax",
                      "--qdq", str(path), "--high-precision", "fp32", flag]) == 0
-        sqnr[flag] = _sqnr(_chain_model(2, spread=1.5), onnx.load(str(path)), batches)
+        written = onnx.load(str(path))
+        sqnr[flag] = _sqnr(_chain_model(2, spread=1.5), written, batches)
+        records[flag] = model_record(written).get("equalization")
     assert sqnr["--equalize"] > sqnr["--no-equalize"] + 3, sqnr
+    assert records == {"--no-equalize": None,
+                       "--equalize": {"model_sha256": model_fingerprint(tmp_path / "m.onnx"), "tensors": 3, "samples": 24}}
     with pytest.raises(Exception, match="--equalize: a calibration cache"):
         calibrate(tmp_path / "m.onnx", str(tmp_path / "x.npy"), method="minmax", qdq=tmp_path / "a.onnx",
                   cache=tmp_path / "c.cache", equalize=True)

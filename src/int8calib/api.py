@@ -90,6 +90,7 @@ def calibrate(
     low_precision_io: bool = False,
     weight_rounding: bool | None = None,
     equalize: bool | None = None,
+    _equalized: dict | None = None,  # (internal: the call on the equalized model records what was done)
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
@@ -147,9 +148,9 @@ def calibrate(
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="int8calib-equalized-") as folder:
-            equalized = _equalized_model(model, data, preprocess, batch_size, providers, batch_axes, Path(folder))
+            equalized, done = _equalized_model(model, data, preprocess, batch_size, providers, batch_axes, Path(folder))
             params = arguments.pop("method_params")
-            return calibrate(**(arguments | {"model": equalized, "equalize": False}), **params)
+            return calibrate(**(arguments | {"model": equalized, "equalize": False, "_equalized": done}), **params)
     if method is None:
         method = default_method(model, data, from_histograms, precision, output, method_params, batch_axes)
     auto = method == AUTO
@@ -289,7 +290,8 @@ def calibrate(
             holdout = data
         result.quantization = export_model(
             source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
-            batch_size, providers, min_sqnr, output, batch_axes, shifts, _result_record(base, result, method, method_params),
+            batch_size, providers, min_sqnr, output, batch_axes, shifts,
+            _result_record(base, result, method, method_params) | ({"equalization": _equalized} if _equalized else {}),
             lowering, result,
         )
     if report is not None:
@@ -432,14 +434,15 @@ def _check_equalize(equalize, qdq, precision, budgeted: bool, others, from_histo
     return False
 
 
-def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_axes, folder: Path) -> Path:
+def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_axes, folder: Path) -> tuple[Path, dict]:
     """``model`` equalized (:func:`passes.equalization.equalize`, channel ranges on up to
-    ``EQUALIZE_SAMPLES`` samples spread over ``data``), written into ``folder``."""
+    ``EQUALIZE_SAMPLES`` samples spread over ``data``), written into ``folder``, and what the Q/DQ
+    model's provenance records of it (the original model's hash: the provenance's own is the equalized one's)."""
     from .batching import FeedDictLoader
     from .passes import spread
     from .passes.equalization import EQUALIZE_SAMPLES, equalize
     from .runner import load_model
-    from .runner.model import uses_external_data
+    from .runner.model import model_fingerprint, uses_external_data
     from .writers.qdq import write_model
 
     proto = load_model(model, load_external_data=False)  # weights mapped where they lie
@@ -449,7 +452,7 @@ def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_
     done = equalize(proto, loader, providers, EQUALIZE_SAMPLES)
     path = folder / Path(model).name
     write_model(path, done.model, external_data=uses_external_data(proto))
-    return path
+    return path, {"model_sha256": model_fingerprint(model), "tensors": len(done.tensors), "samples": done.samples}
 
 
 def _float_pass(model, data, preprocess, batch_size: int, providers, batch_axes, correct: bool, lowering: "PrecisionOptions",

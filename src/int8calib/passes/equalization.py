@@ -64,6 +64,7 @@ class Chain:
 class Equalized:
     model: onnx.ModelProto
     tensors: dict[str, float] = field(default_factory=dict)  # tensor -> largest factor a channel was scaled by
+    samples: int = 0  # the channel ranges were measured on
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -142,8 +143,8 @@ def find_chains(model: onnx.ModelProto) -> list[Chain]:
 
 
 def channel_ranges(model: onnx.ModelProto, loader, tensors: Sequence[str], providers=None,
-                   max_samples: int | None = EQUALIZE_SAMPLES) -> dict[str, np.ndarray]:
-    """max |x| per channel (axis 1) of each of ``tensors`` over up to ``max_samples`` samples."""
+                   max_samples: int | None = EQUALIZE_SAMPLES) -> tuple[dict[str, np.ndarray], int]:
+    """(max |x| per channel (axis 1) of each of ``tensors``, samples read) over up to ``max_samples`` samples."""
     from ..runner import ActivationRunner
 
     runner = ActivationRunner(model, providers, list(tensors))
@@ -161,7 +162,7 @@ def channel_ranges(model: onnx.ModelProto, loader, tensors: Sequence[str], provi
         del values
         seen += rows
     logger.info("equalization: channel ranges of %d tensor(s) on %d sample(s)", len(ranges), seen)
-    return ranges
+    return ranges, seen
 
 
 def _column_max(node: onnx.NodeProto, w: np.ndarray, channels: int) -> np.ndarray:
@@ -263,8 +264,9 @@ def equalize(model: onnx.ModelProto, loader, providers=None, max_samples: int | 
     if not chains:
         logger.info("equalization: no tensor between rescalable layers")
         return Equalized(out)
+    samples = 0
     if ranges is None:
-        ranges = channel_ranges(model, loader, [c.tensor for c in chains], providers, max_samples)
+        ranges, samples = channel_ranges(model, loader, [c.tensor for c in chains], providers, max_samples)
     writer = _Writer(out)
     done: dict[str, float] = {}
     for chain in chains:
@@ -278,4 +280,4 @@ def equalize(model: onnx.ModelProto, loader, providers=None, max_samples: int | 
         done[chain.tensor] = float(1.0 / s.min())
     _drop_unused_constants(out.graph)
     logger.info("equalization: %d tensor(s) rescaled (largest gain %.3g)", len(done), max(done.values(), default=1.0))
-    return Equalized(out, done)
+    return Equalized(out, done, samples)
