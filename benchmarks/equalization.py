@@ -2,7 +2,7 @@
 
     PYTHONPATH=src:tests:benchmarks python benchmarks/equalization.py [--shared ../shared]
         [--models efficientnet-lite0 ppocr-det ppocr-rec minilm] [--methods percentile:99.99 mse]
-        [--alpha 0.5] [--cache DIR] [--default]
+        [--alphas 0.25 0.5 0.75 1] [--cache DIR] [--default]
 
 The models, calibration and scored samples of benchmarks/accuracy_table.py (EfficientNet-Lite0: 500 even /
 500 odd photos; PP-OCRv4 detector: 24 photos / 48 others; recogniser: 40 / 100 generated lines; MiniLM:
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[1].parent / "shared"))
     parser.add_argument("--models", nargs="+", default=["efficientnet-lite0", "ppocr-det", "ppocr-rec", "minilm"])
     parser.add_argument("--methods", nargs="+", default=["percentile:99.99", "mse"])
-    parser.add_argument("--alpha", type=float, default=None, help="passes.equalization.ALPHA unless given")
+    parser.add_argument("--alphas", type=float, nargs="+", default=None, help="passes.equalization.ALPHAS unless given")
     parser.add_argument("--cache", default="/tmp/int8calib-equalization")
     parser.add_argument("--default", action="store_true", help="also api.calibrate's default (auto, --qdq) both ways")
     args = parser.parse_args()
@@ -63,15 +63,15 @@ def main() -> None:
             model = onnx.load(str(case.path))
             scorer = Scorer(case, model)
             start = time.perf_counter()
-            options = {} if args.alpha is None else {"alpha": args.alpha}
+            options = {} if args.alphas is None else {"alphas": args.alphas}
             done = equalize(model, loader(case, model, spread(case.calib, EQUALIZE_SAMPLES)), **options)
             seconds = time.perf_counter() - start
             eq_path = cache / f"{case.name}.equalized.onnx"
             onnx.save(done.model, str(eq_path))
             print(f"\n### {case.name}: {len(case.calib)} calibration / {len(case.held)} scored samples; "
-                  f"{len(done.tensors)} tensors equalized in {seconds:.1f} s\n")
+                  f"{len(done.tensors)} tensors equalized in {seconds:.1f} s (channel ranges on {done.samples} samples)\n")
             print("| method | equalized | plain | + bias correction |\n| --- | --- | ---: | ---: |")
-            tag = "" if args.alpha is None else f"-a{args.alpha}"
+            tag = "" if args.alphas is None else "-a" + "-".join(map(str, args.alphas))
             for label, m, path in (("no", model, case.path), ("yes", done.model, eq_path)):
                 if label == "yes" and not done.tensors:
                     print("| (all) | yes | = no: nothing to equalize | |")

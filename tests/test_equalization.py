@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from int8calib.batching import Batch
-from int8calib.passes.equalization import channel_ranges, choose_scales, equalize, find_chains
+from int8calib.passes.equalization import ChannelStats, channel_ranges, choose_scales, equalize, find_chains, predicted_noise, rescale
 from int8calib.runner import ActivationRunner
 from int8calib.writers.qdq import activation_tensors, build_qdq
 
@@ -73,19 +73,47 @@ def test_the_chains_are_the_rescalable_tensors_with_their_producers():
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("alpha", [0.5, 1.0])
-def test_equalization_keeps_the_float_outputs(seed, alpha):
+def test_rescaling_keeps_the_float_outputs(seed):
     model = _chain_model(seed)
     batches = _batches(seed)
-    done = equalize(model, batches, alpha=alpha, max_samples=None)
-    assert set(done.tensors) == {"t2", "t5", "t7"}
+    rng = np.random.default_rng(seed)
+    scales = {t: (10 ** rng.uniform(-1, 1, 6)).astype(np.float32) for t in ("t2", "t5", "t7")}
+    rescaled = rescale(model, scales)
+    onnx.checker.check_model(rescaled)
+    for before, after in zip(_outputs(model, batches), _outputs(rescaled, batches)):
+        np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+    stats = channel_ranges(model, batches, list(scales), max_samples=None)[0]
+    after = channel_ranges(rescaled, batches, list(scales), max_samples=None)[0]
+    for t, s in scales.items():  # each rescaled tensor is the original divided by s, channel by channel
+        np.testing.assert_allclose(after[t].max, stats[t].max / s, rtol=1e-4)
+        np.testing.assert_allclose(after[t].mean_square, stats[t].mean_square / s.astype(np.float64) ** 2, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_equalize_evens_out_the_depthwise_input_and_keeps_the_outputs(seed):
+    model = _chain_model(seed, spread=1.5)
+    batches = _batches(seed)
+    done = equalize(model, batches, max_samples=None)
+    assert "t2" in done.tensors and done.samples == 16
     for before, after in zip(_outputs(model, batches), _outputs(done.model, batches)):
         np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
-    onnx.checker.check_model(done.model)
     # the depthwise reader's input is equalized fully: every channel reaches the largest one's max, or 16 times its own
-    before = channel_ranges(model, batches, ["t2"], max_samples=None)[0]["t2"]
-    after = channel_ranges(done.model, batches, ["t2"], max_samples=None)[0]["t2"]
+    before = channel_ranges(model, batches, ["t2"], max_samples=None)[0]["t2"].max
+    after = channel_ranges(done.model, batches, ["t2"], max_samples=None)[0]["t2"].max
     np.testing.assert_allclose(after, np.minimum(before * 16, before.max()), rtol=1e-4)
+
+
+def test_equalize_leaves_alone_what_it_predicts_would_not_help():
+    # equal channel ranges and a dense reader: any rescaling only makes the weight columns uneven
+    model = _chain_model(0, spread=0.0)
+    stats = ChannelStats(np.ones(6), np.full(6, 0.3))
+    done = equalize(model, None, ranges={"t5": stats})
+    assert done.tensors == {}
+    chain = next(c for c in find_chains(model) if c.tensor == "t5")
+    readers = [(n, numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == n.input[1])))
+               for n in chain.readers]
+    uneven = np.array([1, 1, 1, 1, 1, 0.1], np.float32)
+    assert predicted_noise(readers, stats, uneven) > predicted_noise(readers, stats, np.ones(6))
 
 
 def test_scales_golden():

@@ -19,8 +19,10 @@ from the activations' calibrated ranges as SmoothQuant, Xiao et al. 2022, choose
   per-channel int8 weights do not change with ``s`` (each output channel has its own weight scale),
   so its input is equalized fully, ``s_c = r_c / max r``; a dense reader's weight column ``c`` grows by
   ``s_c`` and can take over its output channels' weight scales, so ``s_c = r_c^a / w_c^(1-a)``
-  (``w_c``: max |weight| of column ``c``; ``a`` = ``ALPHA``), as SmoothQuant does. A channel is scaled
-  up at most ``MAX_GAIN`` times (dead channels would otherwise be blown up).
+  (``w_c``: max |weight| of column ``c``), as SmoothQuant does, for ``a`` in ``ALPHAS``. Of those and
+  no scaling, the pass keeps the one whose predicted rounding noise at the readers' outputs (input
+  step and weight steps, from the channels' max and mean square) is least. A channel is scaled up at
+  most ``MAX_GAIN`` times (dead channels would otherwise be blown up).
 
 The pass returns a float model: statistics must be collected on it (its activations are not the
 original model's), and only the Q/DQ route can use it (a TensorRT cache names the original model's
@@ -30,7 +32,7 @@ tensors and TensorRT quantizes the original weights): docs/qdq.md, "Equalization
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -40,7 +42,7 @@ from ..util.log import logger, progress
 from ..writers.qdq import _constants, _drop_unused_initializers
 
 EQUALIZE_SAMPLES = 32  # calibration samples the channel ranges are measured on
-ALPHA = 0.5  # dense readers: weight of the activation ranges against the weight columns' in s (SmoothQuant's)
+ALPHAS = (0.25, 0.5, 0.75, 1.0)  # dense readers: weights of the activation ranges against the weight columns' in s
 MAX_GAIN = 16.0  # at most this factor up for a channel (s >= 1 / MAX_GAIN)
 DEFAULT = False  # set from measurements (docs/qdq.md, "Equalization")
 
@@ -142,13 +144,23 @@ def find_chains(model: onnx.ModelProto) -> list[Chain]:
     return chains
 
 
+@dataclass
+class ChannelStats:
+    """A tensor's channels (axis 1) over the calibration samples: max |x| and mean x^2."""
+
+    max: np.ndarray
+    mean_square: np.ndarray
+
+
 def channel_ranges(model: onnx.ModelProto, loader, tensors: Sequence[str], providers=None,
-                   max_samples: int | None = EQUALIZE_SAMPLES) -> tuple[dict[str, np.ndarray], int]:
-    """(max |x| per channel (axis 1) of each of ``tensors``, samples read) over up to ``max_samples`` samples."""
+                   max_samples: int | None = EQUALIZE_SAMPLES) -> tuple[dict[str, ChannelStats], int]:
+    """(:class:`ChannelStats` of each of ``tensors``, samples read) over up to ``max_samples`` samples."""
     from ..runner import ActivationRunner
 
     runner = ActivationRunner(model, providers, list(tensors))
-    ranges: dict[str, np.ndarray] = {}
+    peaks: dict[str, np.ndarray] = {}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
     seen = 0
     for batch in progress(loader, desc="equalization", unit="batch"):
         if max_samples is not None and seen >= max_samples:
@@ -156,13 +168,16 @@ def channel_ranges(model: onnx.ModelProto, loader, tensors: Sequence[str], provi
         rows = batch.n if max_samples is None else min(batch.n, max_samples - seen)
         values = runner.run(batch.feeds)
         for t in tensors:
-            x = np.abs(np.asarray(values[t][:rows], np.float32))
-            m = x.max(axis=tuple(i for i in range(x.ndim) if i != 1))
-            ranges[t] = m if t not in ranges else np.maximum(ranges[t], m)
+            x = np.asarray(values[t][:rows], np.float32)
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            peak, total = np.abs(x).max(axis=axes), np.square(x, dtype=np.float64).sum(axis=axes)
+            peaks[t] = np.maximum(peaks[t], peak) if t in peaks else peak
+            sums[t] = sums[t] + total if t in sums else total
+            counts[t] = counts.get(t, 0) + x.size // x.shape[1]
         del values
         seen += rows
-    logger.info("equalization: channel ranges of %d tensor(s) on %d sample(s)", len(ranges), seen)
-    return ranges, seen
+    logger.info("equalization: channel ranges of %d tensor(s) on %d sample(s)", len(peaks), seen)
+    return {t: ChannelStats(peaks[t], sums[t] / max(counts[t], 1)) for t in peaks}, seen
 
 
 def _column_max(node: onnx.NodeProto, w: np.ndarray, channels: int) -> np.ndarray:
@@ -172,7 +187,32 @@ def _column_max(node: onnx.NodeProto, w: np.ndarray, channels: int) -> np.ndarra
     return np.abs(w).reshape(channels, -1).max(axis=1)
 
 
-def choose_scales(ranges: np.ndarray, readers: Iterable[np.ndarray] | None, alpha: float = ALPHA,
+def predicted_noise(readers: Sequence[tuple[onnx.NodeProto, np.ndarray]], stats: ChannelStats, s: np.ndarray) -> float:
+    """The int8 rounding noise power the readers' outputs get with the tensor's channels divided by ``s``
+    (uniform rounding, step^2 / 12): from the input (one per-tensor step, ``max r / s`` over 127, times
+    each channel's weights scaled by ``s``) plus from the weights (per output channel, its largest
+    weight times ``s`` over 127, on inputs of mean square ``mean x^2 / s^2``). Clipping is left out."""
+    s = np.asarray(s, np.float64)
+    step = float((stats.max / s).max()) / 127
+    total = 0.0
+    for node, w in readers:
+        w = np.asarray(w, np.float64)
+        if _group(node) == 1:
+            column = np.square(w).sum(axis=(0, 2, 3))  # per input channel
+            total += step ** 2 / 12 * float((column * s ** 2).sum())
+            taps = w.shape[2] * w.shape[3]
+            out_step = (np.abs(w) * s[None, :, None, None]).max(axis=(1, 2, 3)) / 127  # per output channel
+            total += float((out_step ** 2 / 12).sum()) * taps * float((stats.mean_square / s ** 2).sum())
+        else:
+            c = np.repeat(np.arange(s.size), w.shape[0] // s.size)  # the input channel of each output channel
+            rows = w.reshape(w.shape[0], -1)
+            total += step ** 2 / 12 * float((np.square(rows).sum(axis=1) * s[c] ** 2).sum())
+            out_step = np.abs(rows).max(axis=1) / 127  # scaled by s[c], its inputs by 1 / s[c]: unchanged
+            total += float((out_step ** 2 / 12 * rows.shape[1] * stats.mean_square[c]).sum())
+    return total
+
+
+def choose_scales(ranges: np.ndarray, readers: Iterable[np.ndarray] | None, alpha: float = 0.5,
                   max_gain: float = MAX_GAIN) -> np.ndarray:
     """Per-channel ``s`` (channel ``c`` is divided by ``s_c``): ``r / max r`` for depthwise readers only
     (``readers`` None), else ``r^a / w^(1-a)`` with ``w`` the max of the readers' weight column maxima;
@@ -254,30 +294,42 @@ def _drop_unused_constants(graph: onnx.GraphProto) -> None:
     _drop_unused_initializers(graph)
 
 
-def equalize(model: onnx.ModelProto, loader, providers=None, max_samples: int | None = EQUALIZE_SAMPLES,
-             alpha: float = ALPHA, max_gain: float = MAX_GAIN, ranges: dict[str, np.ndarray] | None = None) -> Equalized:
-    """A copy of ``model`` with every equalizable tensor's channels rescaled (module docstring); the
-    channel ranges are measured on up to ``max_samples`` samples of ``loader`` (or given as ``ranges``)."""
+def rescale(model: onnx.ModelProto, scales: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` whose tensors ``scales`` names (of :func:`find_chains`) have channel ``c``
+    divided by ``s_c``, the float function unchanged."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    chains = find_chains(out)
-    if not chains:
-        logger.info("equalization: no tensor between rescalable layers")
-        return Equalized(out)
-    samples = 0
-    if ranges is None:
-        ranges, samples = channel_ranges(model, loader, [c.tensor for c in chains], providers, max_samples)
     writer = _Writer(out)
-    done: dict[str, float] = {}
-    for chain in chains:
-        r = ranges.get(chain.tensor)
-        if r is None or r.max() <= 0:
-            continue
-        columns = None if chain.depthwise_only else [
-            _column_max(n, writer.value(n.input[1]), r.size) for n in chain.readers]
-        s = choose_scales(r, columns, alpha, max_gain)
-        apply_scales(writer, chain, s)
-        done[chain.tensor] = float(1.0 / s.min())
+    for chain in find_chains(out):  # the copy's nodes: apply_scales edits them
+        if chain.tensor in scales:
+            apply_scales(writer, chain, np.asarray(scales[chain.tensor], np.float32))
     _drop_unused_constants(out.graph)
-    logger.info("equalization: %d tensor(s) rescaled (largest gain %.3g)", len(done), max(done.values(), default=1.0))
-    return Equalized(out, done, samples)
+    return out
+
+
+def equalize(model: onnx.ModelProto, loader, providers=None, max_samples: int | None = EQUALIZE_SAMPLES,
+             alphas: Sequence[float] = ALPHAS, max_gain: float = MAX_GAIN,
+             ranges: dict[str, ChannelStats] | None = None) -> Equalized:
+    """A copy of ``model`` with every equalizable tensor's channels rescaled (module docstring); the
+    channel ranges are measured on up to ``max_samples`` samples of ``loader`` (or given as ``ranges``).
+    Per tensor, of no scaling and ``choose_scales`` with each of ``alphas``, the one with the least
+    :func:`predicted_noise` (for the original weights) is applied."""
+    chains = find_chains(model)
+    samples = 0
+    if chains and ranges is None:
+        ranges, samples = channel_ranges(model, loader, [c.tensor for c in chains], providers, max_samples)
+    constants = _constants(model.graph)
+    scales: dict[str, np.ndarray] = {}
+    for chain in chains:
+        stats = ranges.get(chain.tensor)
+        if stats is None or stats.max.max() <= 0:
+            continue
+        readers = [(n, constants[n.input[1]]) for n in chain.readers]
+        columns = None if chain.depthwise_only else [_column_max(n, w, stats.max.size) for n, w in readers]
+        candidates = [np.ones(stats.max.size, np.float32)] + [
+            choose_scales(stats.max, columns, a, max_gain) for a in ((1.0,) if columns is None else alphas)]
+        best = int(np.argmin([predicted_noise(readers, stats, c) for c in candidates]))
+        if best:
+            scales[chain.tensor] = candidates[best]
+    logger.info("equalization: %d of %d tensor(s) rescaled", len(scales), len(chains))
+    return Equalized(rescale(model, scales), {t: float(1.0 / v.min()) for t, v in scales.items()}, samples)
