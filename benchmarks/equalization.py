@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["efficientnet-lite0", "ppocr-det", "ppocr-rec", "minilm"])
     parser.add_argument("--methods", nargs="+", default=["percentile:99.99", "mse"])
     parser.add_argument("--alphas", type=float, nargs="+", default=None, help="passes.equalization.ALPHAS unless given")
+    parser.add_argument("--depthwise-only", action="store_true", help="only tensors depthwise Convs alone read")
     parser.add_argument("--cache", default="/tmp/int8calib-equalization")
     parser.add_argument("--default", action="store_true", help="also api.calibrate's default (auto, --qdq) both ways")
     args = parser.parse_args()
@@ -63,15 +64,15 @@ def main() -> None:
             model = onnx.load(str(case.path))
             scorer = Scorer(case, model)
             start = time.perf_counter()
-            options = {} if args.alphas is None else {"alphas": args.alphas}
+            options = ({} if args.alphas is None else {"alphas": args.alphas}) | {"depthwise_only": args.depthwise_only}
             done = equalize(model, loader(case, model, spread(case.calib, EQUALIZE_SAMPLES)), **options)
             seconds = time.perf_counter() - start
-            eq_path = cache / f"{case.name}.equalized.onnx"
+            tag = ("" if args.alphas is None else "-a" + "-".join(map(str, args.alphas))) + ("-dw" if args.depthwise_only else "")
+            eq_path = cache / f"{case.name}{tag}.equalized.onnx"
             onnx.save(done.model, str(eq_path))
             print(f"\n### {case.name}: {len(case.calib)} calibration / {len(case.held)} scored samples; "
                   f"{len(done.tensors)} tensors equalized in {seconds:.1f} s (channel ranges on {done.samples} samples)\n")
             print("| method | equalized | plain | + bias correction |\n| --- | --- | ---: | ---: |")
-            tag = "" if args.alphas is None else "-a" + "-".join(map(str, args.alphas))
             for label, m, path in (("no", model, case.path), ("yes", done.model, eq_path)):
                 if label == "yes" and not done.tensors:
                     print("| (all) | yes | = no: nothing to equalize | |")

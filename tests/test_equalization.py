@@ -177,3 +177,18 @@ def test_calibrate_equalizes_only_the_qdq_route(tmp_path):
                   cache=tmp_path / "c.cache", equalize=True)
     assert main(["calibrate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--cache",
                  str(tmp_path / "c.cache"), "--equalize"]) == 2
+
+
+def test_a_model_with_nothing_to_equalize_is_calibrated_as_it_is(tmp_path):
+    from int8calib.api import calibrate
+    from int8calib.writers.provenance import model_record
+    from tinymodels import residual_cnn
+
+    residual_cnn(tmp_path / "m.onnx")  # Conv -> Relu -> Conv -> Clip -> Add: no Conv reads a rescalable tensor
+    np.save(tmp_path / "x.npy", np.random.default_rng(6).standard_normal((8, 3, 8, 8)).astype(np.float32))
+    for flag in (True, False):
+        calibrate(tmp_path / "m.onnx", str(tmp_path / "x.npy"), method="minmax", qdq=tmp_path / f"q{flag}.onnx", equalize=flag)
+    a, b = (onnx.load(str(tmp_path / f"q{flag}.onnx")) for flag in (True, False))
+    assert "equalization" not in model_record(a)
+    assert [numpy_helper.to_array(i).tobytes() for i in a.graph.initializer] == \
+        [numpy_helper.to_array(i).tobytes() for i in b.graph.initializer]

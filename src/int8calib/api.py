@@ -434,7 +434,7 @@ def _check_equalize(equalize, qdq, precision, budgeted: bool, others, from_histo
     return False
 
 
-def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_axes, folder: Path) -> tuple[Path, dict]:
+def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_axes, folder: Path) -> tuple[Path, dict | None]:
     """``model`` equalized (:func:`passes.equalization.equalize`, channel ranges on up to
     ``EQUALIZE_SAMPLES`` samples spread over ``data``), written into ``folder``, and what the Q/DQ
     model's provenance records of it (the original model's hash: the provenance's own is the equalized one's)."""
@@ -450,6 +450,8 @@ def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_
     if not isinstance(loader, FeedDictLoader):  # files sorted by class: samples from all of them
         loader = held_out_loader(proto, spread(loader.samples, EQUALIZE_SAMPLES), preprocess, batch_size, batch_axes)
     done = equalize(proto, loader, providers, EQUALIZE_SAMPLES)
+    if not done.tensors:  # nothing to rescale: the original model, and no record
+        return Path(model), None
     path = folder / Path(model).name
     write_model(path, done.model, external_data=uses_external_data(proto))
     return path, {"model_sha256": model_fingerprint(model), "tensors": len(done.tensors), "samples": done.samples}

@@ -309,12 +309,13 @@ def rescale(model: onnx.ModelProto, scales: Mapping[str, np.ndarray]) -> onnx.Mo
 
 def equalize(model: onnx.ModelProto, loader, providers=None, max_samples: int | None = EQUALIZE_SAMPLES,
              alphas: Sequence[float] = ALPHAS, max_gain: float = MAX_GAIN,
-             ranges: dict[str, ChannelStats] | None = None) -> Equalized:
+             ranges: dict[str, ChannelStats] | None = None, depthwise_only: bool = False) -> Equalized:
     """A copy of ``model`` with every equalizable tensor's channels rescaled (module docstring); the
     channel ranges are measured on up to ``max_samples`` samples of ``loader`` (or given as ``ranges``).
     Per tensor, of no scaling and ``choose_scales`` with each of ``alphas``, the one with the least
-    :func:`predicted_noise` (for the original weights) is applied."""
-    chains = find_chains(model)
+    :func:`predicted_noise` (for the original weights) is applied. ``depthwise_only``: only tensors
+    that depthwise Convs alone read."""
+    chains = [c for c in find_chains(model) if c.depthwise_only or not depthwise_only]
     samples = 0
     if chains and ranges is None:
         ranges, samples = channel_ranges(model, loader, [c.tensor for c in chains], providers, max_samples)
