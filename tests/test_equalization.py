@@ -107,7 +107,7 @@ def test_equalize_leaves_alone_what_it_predicts_would_not_help():
     # equal channel ranges and a dense reader: any rescaling only makes the weight columns uneven
     model = _chain_model(0, spread=0.0)
     stats = ChannelStats(np.ones(6), np.full(6, 0.3))
-    done = equalize(model, None, ranges={"t5": stats})
+    done = equalize(model, None, ranges={"t5": stats}, depthwise_only=False)
     assert done.tensors == {}
     chain = next(c for c in find_chains(model) if c.tensor == "t5")
     readers = [(n, numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == n.input[1])))
@@ -162,16 +162,16 @@ def test_calibrate_equalizes_only_the_qdq_route(tmp_path):
     np.save(tmp_path / "x.npy", x)
     batches = [Batch({"x": x}, 24, [])]
     sqnr, records = {}, {}
-    for flag in ("--equalize", "--no-equalize"):
+    for flag in ("--equalize", "--no-equalize", "default"):
         path = tmp_path / f"q{flag}.onnx"
         assert main(["calibrate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--method", "minmax",
-                     "--qdq", str(path), "--high-precision", "fp32", flag]) == 0
+                     "--qdq", str(path), "--high-precision", "fp32"] + ([flag] if flag != "default" else [])) == 0
         written = onnx.load(str(path))
         sqnr[flag] = _sqnr(_chain_model(2, spread=1.5), written, batches)
         records[flag] = model_record(written).get("equalization")
     assert sqnr["--equalize"] > sqnr["--no-equalize"] + 3, sqnr
-    assert records == {"--no-equalize": None,
-                       "--equalize": {"model_sha256": model_fingerprint(tmp_path / "m.onnx"), "tensors": 3, "samples": 24}}
+    equalized = {"model_sha256": model_fingerprint(tmp_path / "m.onnx"), "tensors": 1, "samples": 24}
+    assert records == {"--no-equalize": None, "--equalize": equalized, "default": equalized}  # on by default
     with pytest.raises(Exception, match="--equalize: a calibration cache"):
         calibrate(tmp_path / "m.onnx", str(tmp_path / "x.npy"), method="minmax", qdq=tmp_path / "a.onnx",
                   cache=tmp_path / "c.cache", equalize=True)
