@@ -83,8 +83,9 @@ def register(sub) -> None:
     )
     qdq.add_argument(
         "--equalize", action=argparse.BooleanOptionalAction, default=None,
-        help="rescale the float model's channels where one int8 range per activation tensor fits them poorly "
-        "(cross-layer equalization; only with --qdq alone: a cache names the original model's tensors; docs/qdq.md)",
+        help="rescale the float model's channels where one int8 range per activation tensor fits them poorly, "
+        "keeping its function (cross-layer equalization of the tensors depthwise Convs read; default: on when --qdq "
+        "is the only output: a cache or ranges name the original model's tensors; docs/qdq.md)",
     )
     qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr / --method auto "
                      "(default: the first floating-point output)")
