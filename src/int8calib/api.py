@@ -142,15 +142,7 @@ def calibrate(
     calibrates that model: the Q/DQ model holds its weights. Caches, ranges and statistics name the
     original model's tensors, so they are refused with it.
     """
-    arguments = dict(locals())  # (first: the call again, on the equalized model)
-    if _check_equalize(equalize, qdq, precision, accuracy_budget is not None or min_sqnr is not None,
-                       (cache, ranges, histograms, report), from_histograms, model, data):
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="int8calib-equalized-") as folder:
-            equalized, done = _equalized_model(model, data, preprocess, batch_size, providers, batch_axes, Path(folder))
-            params = arguments.pop("method_params")
-            return calibrate(**(arguments | {"model": equalized, "equalize": False, "_equalized": done}), **params)
+    arguments = dict(locals())  # (--equalize: the call again, on the equalized model)
     if method is None:
         method = default_method(model, data, from_histograms, precision, output, method_params, batch_axes)
     auto = method == AUTO
@@ -171,6 +163,16 @@ def calibrate(
     for written in (cache, ranges, histograms, report, qdq):
         if written is not None and not Path(written).resolve().parent.is_dir():
             raise Int8CalibError(f"{written}: the folder to write it in does not exist")
+    if _check_equalize(equalize, qdq, precision, budgeted, (cache, ranges, histograms, report), from_histograms, model, data):
+        import tempfile
+
+        if budgeted or (output is not None and not auto):
+            _check_budget(model, output, accuracy_budget, min_sqnr)  # before any data is read
+        with tempfile.TemporaryDirectory(prefix="int8calib-equalized-") as folder:
+            equalized, done = _equalized_model(model, data, preprocess, batch_size, providers, batch_axes, shuffle,
+                                               skip_bad_images, Path(folder))
+            params = arguments.pop("method_params")
+            return calibrate(**(arguments | {"model": equalized, "equalize": False, "_equalized": done}), **params)
     start = time.perf_counter()
     holdout, folds, shifts = None, 0, None
     # Only a Q/DQ model wanted: statistics for its activation inputs are enough (and faster to collect).
@@ -434,11 +436,14 @@ def _check_equalize(equalize, qdq, precision, budgeted: bool, others, from_histo
     return False
 
 
-def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_axes, folder: Path) -> tuple[Path, dict | None]:
+def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_axes, shuffle, skip_bad_images: bool,
+                     folder: Path) -> tuple[Path, dict | None]:
     """``model`` equalized (:func:`passes.equalization.equalize`, channel ranges on up to
-    ``EQUALIZE_SAMPLES`` samples spread over ``data``), written into ``folder``, and what the Q/DQ
-    model's provenance records of it (the original model's hash: the provenance's own is the equalized one's)."""
-    from .batching import FeedDictLoader
+    ``EQUALIZE_SAMPLES`` samples of ``data``, spread over it), written into ``folder``, and what the
+    Q/DQ model's provenance records of it (the original model's hash: the provenance's own is the
+    equalized one's); ``model`` itself and None where there is nothing to equalize."""
+    from .batching import BatchLoader
+    from .calibrator import Calibrator
     from .passes import spread
     from .passes.equalization import EQUALIZE_SAMPLES, equalize
     from .runner import load_model
@@ -446,11 +451,13 @@ def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_
     from .writers.qdq import write_model
 
     proto = load_model(model, load_external_data=False)  # weights mapped where they lie
-    loader = held_out_loader(proto, data, preprocess, batch_size, batch_axes)
-    if not isinstance(loader, FeedDictLoader):  # files sorted by class: samples from all of them
-        loader = held_out_loader(proto, spread(loader.samples, EQUALIZE_SAMPLES), preprocess, batch_size, batch_axes)
+    loader = Calibrator(data, model_inputs_of(model, batch_axes), preprocess, batch_size, shuffle=shuffle,
+                        skip_bad_images=skip_bad_images).loader
+    if isinstance(loader, BatchLoader):  # files are often sorted by class: samples from all of them
+        loader = BatchLoader(spread(loader.samples, EQUALIZE_SAMPLES), loader.inputs, loader.preprocess,
+                             loader.batch_size, loader.skip_bad)
     done = equalize(proto, loader, providers, EQUALIZE_SAMPLES)
-    if not done.tensors:  # nothing to rescale: the original model, and no record
+    if not done.tensors:
         return Path(model), None
     path = folder / Path(model).name
     write_model(path, done.model, external_data=uses_external_data(proto))
