@@ -121,30 +121,27 @@ def find_chains(model: onnx.ModelProto) -> list[Chain]:
             continue
         if not all(_reader_ok(n, tensor, constants) for n in reading):
             continue
-        path, current, node = [], tensor, producer[tensor]
+        path, node = [], producer[tensor]
         while True:
             path.insert(0, node)
+            k = const_input(node) if node.op_type in ("Mul", "Add") else None
             if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in constants \
                     and constants[node.input[1]].ndim == 4:
-                break
+                break  # the producers that absorb 1 / s
             if node.op_type == "BatchNormalization" and all(t in constants for t in node.input[1:3]):
                 break
-            k = const_input(node) if node.op_type in ("Mul", "Add") else None
             if node.op_type == "Mul" and k is not None:
                 break
-            if node.op_type in _PASS_THROUGH or (node.op_type == "Add" and k is not None):
-                nxt = node.input[0] if node.op_type != "Add" else node.input[1 - k]
-                if node.op_type == "PRelu" and node.input[1] not in constants:
-                    path = []
-                    break
-                if nxt not in producer or not only_read_by(nxt, node):
-                    path = []
-                    break
-                current, node = nxt, producer[nxt]
-                continue
-            path = []
-            break
-        if path and not any(id(n) in used for n in path) and len(node.output) >= 1:
+            through = node.op_type in _PASS_THROUGH and (node.op_type != "PRelu" or node.input[1] in constants)
+            if not through and not (node.op_type == "Add" and k is not None):
+                path = []
+                break
+            nxt = node.input[1 - k] if node.op_type == "Add" else node.input[0]
+            if nxt not in producer or not only_read_by(nxt, node):
+                path = []
+                break
+            node = producer[nxt]
+        if path and not any(id(n) in used for n in path):
             used.update(id(n) for n in path)
             chains.append(Chain(tensor, reading, path))
     return chains
