@@ -249,7 +249,7 @@ def main() -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
-    p.add_argument("--max-memory", help=argparse.SUPPRESS)
+    p.add_argument("--max-memory", help="int8calib's --max-memory for its rows (default: its own default)")
     p.add_argument("--output", default="cache", help=argparse.SUPPRESS)
     a = p.parse_args()
 
@@ -275,6 +275,7 @@ def main() -> None:
         return str(path)
 
     common = ["--model", a.model, "--preprocess", a.preprocess, "--batch-size", str(a.batch_size)]
+    common += ["--max-memory", a.max_memory] if a.max_memory else []
     rows: list[tuple[str, int, dict]] = []
 
     def run(kind: str, images_file: str, *extra: str) -> dict:

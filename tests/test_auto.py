@@ -225,6 +225,11 @@ def test_few_samples_are_ranked_by_cross_validation(outliers):
     side = json.loads((outliers / "c.cache.json").read_text())
     assert side["chosen_by"]["cross_validation_folds"] == 5 and side["chosen_by"]["chosen"] == choice.chosen
     assert "5-fold cross-validation: each held out once" in choice.format_table()
+    # the default writes INT8 + FP16: its candidates were measured as float32 twins, and the table says so
+    assert choice.twins and side["chosen_by"]["scoring_twins"] is True
+    from int8calib.evaluate.mixed import MethodChoice
+
+    assert "as INT8 + FP32 twins of the INT8 + FP16 models" in MethodChoice.from_dict(side["chosen_by"]).format_table()
 
 
 def test_fold_comparisons_add_up_to_one_measurement_over_all_samples():

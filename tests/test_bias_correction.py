@@ -107,17 +107,18 @@ def test_shifts_are_exact_at_borders_strides_and_groups(pads, strides, group):
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 5), st.booleans(), st.integers(0, 2**16))
-def test_gemm_shift_property(k_in, k_out, rows, trans_b, seed):
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 5), st.booleans(), st.sampled_from([1.0, 0.5, 3.0]),
+       st.integers(0, 2**16))
+def test_gemm_shift_property(k_in, k_out, rows, trans_b, alpha, seed):
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 1, (k_out, k_in) if trans_b else (k_in, k_out)).astype(np.float32)
-    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=int(trans_b))
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=int(trans_b), alpha=alpha)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k_in])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     x = rng.normal(1, 1, (rows, k_in)).astype(np.float32)
     dw = _rounding_error(w, 0 if trans_b else 1)
-    expected = (x.astype(np.float64) @ (dw.T if trans_b else dw)).mean(axis=0)
+    expected = alpha * (x.astype(np.float64) @ (dw.T if trans_b else dw)).mean(axis=0)
     got = measure_shifts(model, _batches(x, 2, "x"), max_samples=None).shifts["fc"]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 

@@ -55,6 +55,20 @@ class Batch:
         return out
 
 
+def row_steps(batch, rows: int, step: int):
+    """(feeds, real rows) of ``batch``'s first ``rows`` samples in runs of at most ``step`` samples, for
+    passes whose results are sums over samples (bias correction, comparisons), so that ONNX Runtime's
+    intermediate tensors stay small. A batch that cannot be cut (padded to a fixed batch axis, or a
+    feed-dict batch without ``rows``) runs whole."""
+    if not hasattr(batch, "rows") or any(v.shape[batch.axes.get(k, 0)] != batch.n for k, v in batch.feeds.items()
+                                         if batch.axes.get(k, 0) is not None):
+        yield batch.feeds, rows
+        return
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        yield batch.rows(start, stop), stop - start
+
+
 class BatchLoader:
     """Iterates over ``samples`` in batches of ``batch_size`` feed dicts."""
 

@@ -13,7 +13,7 @@ def add_collection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("performance")
     group.add_argument(
         "--max-memory", metavar="SIZE",
-        help=f"activation memory one ONNX Runtime run may hold, e.g. 1.5G (default {DEFAULT_MAX_MEMORY >> 20}M, up to "
+        help=f"activation memory one ONNX Runtime run may hold, e.g. 1.5G (default {DEFAULT_MAX_MEMORY >> 20}M per pair of cores, up to "
         f"{DEFAULT_MAX_MEMORY_SMALL_TENSORS >> 20}M for models of many small tensors); larger batches run in sub-batches, "
         "with identical results",
     )

@@ -10,7 +10,7 @@ import numpy as np
 from ..batching import Batch
 from ..errors import Int8CalibError
 from ..util.log import logger
-from ..util.memory import DEFAULT_MAX_MEMORY, DEFAULT_MAX_MEMORY_SMALL_TENSORS
+from ..util.memory import DEFAULT_MAX_MEMORY_SMALL_TENSORS, default_max_memory
 
 # While one step runs, memory holds its outputs in ORT's arena, the arrays handed to
 # Python, and the previous step's activations still being histogrammed: budget three
@@ -46,7 +46,7 @@ class _StepSizer:
 
     def __init__(self, max_memory: int | None):
         self.explicit = max_memory is not None
-        self.max_memory = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+        self.max_memory = default_max_memory() if max_memory is None else max_memory
         self.rows: int | None = None  # None until measured
 
     def measure(self, activations: dict[str, np.ndarray], samples: int) -> None:
@@ -56,7 +56,7 @@ class _StepSizer:
         if not self.explicit and activations:
             values = max(1, sum(v.size for v in activations.values()) // samples)
             wanted = -(-_STEP_VALUES_PER_TENSOR * len(activations) // values)
-            allowed = DEFAULT_MAX_MEMORY_SMALL_TENSORS // (_LIVE_COPIES * self.per_sample)
+            allowed = max(DEFAULT_MAX_MEMORY_SMALL_TENSORS, self.max_memory) // (_LIVE_COPIES * self.per_sample)
             self.rows = max(self.rows, min(wanted, allowed))
         logger.debug("activations: %.1f MB per sample; %d sample(s) per run", self.per_sample / 1e6, self.rows)
 

@@ -24,12 +24,13 @@ from typing import Sequence
 
 import onnx
 
-from ..batching import BatchLoader
+from ..batching import BatchLoader, row_steps
 from ..errors import Int8CalibError
 from ..runner import ActivationRunner
 from ..sources import Sample
-from ..passes import BiasShifts, quantized_model
+from ..passes import BiasShifts, quantized_model, scoring_model
 from ..util.log import logger, progress
+from ..util.memory import per_core_pairs
 from ..writers.precision import PrecisionOptions
 from .compare import compare_models
 from .metrics import OutputComparison
@@ -40,6 +41,10 @@ HOLDOUT_EVERY = 5
 RANK_SAMPLES = 32  # SQNR is a smooth measure: a few dozen samples rank the layers; agreement uses all
 SCREEN_SAMPLES = 32  # --method auto: every candidate is measured on this many held-out samples first,
 FINALISTS = 3  # and this many best go on to all of them
+# Samples per ONNX Runtime run of the models compared, per pair of cores (comparisons are sums over
+# samples): at the held-out batches' 32, the candidates' sessions grew ONNX Runtime's arenas to
+# 1.6 GB on EfficientNet-Lite0 on the 2-core VM, with 8 no slower per sample (docs/performance.md).
+SCORE_STEP = 8
 
 
 def split_holdout(samples: Sequence[Sample], every: int = HOLDOUT_EVERY) -> tuple[list[Sample], list[Sample]]:
@@ -104,14 +109,14 @@ def choose_float_layers(
     output = check_budget(model, output, budget, min_sqnr).name
     batches, reference = _held_out(model, loader, output, providers)
 
-    def measure(keep: Sequence[str], rows: int | None = None):
+    def measure(keep: Sequence[str], rows: int | None = None, exact: bool = False):
         return _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep, rows, shifts,
-                        lowering)
+                        lowering, exact)
 
     def ok(metrics: dict) -> bool:
         return _db(metrics["sqnr_db"]) >= min_sqnr if min_sqnr is not None else _loss(metrics) <= budget
 
-    base, summary = measure(())
+    base, summary = measure((), exact=True)  # the figures reported are the written models' own
     n = base["n"]
     scores = min_sqnr is None
     mixed = MixedPrecision(
@@ -149,7 +154,13 @@ def choose_float_layers(
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if meets(mid) else (mid, hi)
-    meets(hi)
+    # The search measured scoring twins; the written model itself must meet the budget (one more layer
+    # in float where the twin's arithmetic decided).
+    while True:
+        measured[hi], _ = measure([node for node, _ in gains[:hi]], exact=True)
+        if ok(measured[hi]) or hi == len(gains):
+            break
+        hi += 1
     mixed.kept = [node for node, _ in gains[:hi]]
     mixed.agreement, mixed.sqnr_db = measured[hi]["top1_agreement"], measured[hi]["sqnr_db"]
     if scores:
@@ -169,7 +180,7 @@ def choose_float_layers(
 
 def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, providers):
     """The held-out batches (kept preprocessed: they are few) and the float model's ``output`` on them."""
-    batches = [(b.feeds, b.n, None) for b in loader]
+    batches = [(feeds, n, None) for b in loader for feeds, n in row_steps(b, b.n, per_core_pairs(SCORE_STEP))]
     if not batches:
         raise Int8CalibError(f"no held-out samples: --method auto / --accuracy-budget / --min-sqnr hold out 1 sample in "
                              f"{HOLDOUT_EVERY}, so they need at least {HOLDOUT_EVERY}")
@@ -178,19 +189,23 @@ def _held_out(model: onnx.ModelProto, loader: BatchLoader, output: str, provider
 
 
 def _measure(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
-             shifts=None, lowering=None):
+             shifts=None, lowering=None, exact=False):
     """Build the model ``--qdq`` would write from ``amax`` in memory (biases corrected with ``shifts``
     when given, float computation typed by ``lowering``) and compare its ``output`` with the float
-    model's: (OutputComparison.to_dict(), QdqSummary)."""
+    model's: (OutputComparison.to_dict(), QdqSummary). Unless ``exact``, the model compared is its
+    scoring twin (:func:`~int8calib.passes.scoring_model`: the same INT8 weights and scales, float32
+    elsewhere), 1.6-2.7x faster in ONNX Runtime's CPU (docs/qdq.md: how far its figures are from the
+    written model's)."""
     comparison, summary = _compare(model, amax, batches, reference, output, exclude_nodes, exclude_op_types,
-                                   providers, keep, rows, shifts, lowering)
+                                   providers, keep, rows, shifts, lowering, exact)
     return comparison.to_dict(), summary
 
 
 def _compare(model, amax, batches, reference, output, exclude_nodes, exclude_op_types, providers, keep=(), rows=None,
-             shifts=None, lowering=None):
+             shifts=None, lowering=None, exact=False):
     """:func:`_measure`'s comparison itself (sums that add up over data), and the Q/DQ summary."""
-    built = quantized_model(model, amax, exclude_nodes, exclude_op_types, keep, shifts=shifts, precision=lowering)
+    build = quantized_model if exact else scoring_model
+    built = build(model, amax, exclude_nodes, exclude_op_types, keep, shifts=shifts, precision=lowering)
     data, ref = (batches, reference) if rows is None else _first_rows(batches, reference, rows)
     return compare_models(model, built.model, data, output, providers=providers, reference=ref).output, built.qdq
 
@@ -206,6 +221,7 @@ class MethodChoice:
     table: list[dict] = field(default_factory=list)  # {"candidate", "top1_agreement", "sqnr_db"}, best first
     refit: bool = False  # the winner's ranges were recomputed with the held-out samples merged in
     bias_corrected: bool = False  # every candidate was measured with its biases corrected
+    twins: bool = False  # measured as scoring twins (float32 outside Q/DQ) of INT8 + FP16 models
     folds: int = 0  # > 0: ranked by cross-validation over this many folds, every sample held out once
     within_noise: list[str] = field(default_factory=list)  # candidates these samples do not tell apart from the chosen
     reason: str = ""  # why the selection rule chose it
@@ -224,7 +240,8 @@ class MethodChoice:
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "output": self.output, "rule": RULE_TEXT, "reason": self.reason,
                 "within_noise": self.within_noise, "held_out_samples": self.samples, "refit_on_all_samples": self.refit,
-                "bias_corrected": self.bias_corrected, "cross_validation_folds": self.folds, "candidates": self.table}
+                "bias_corrected": self.bias_corrected, "scoring_twins": self.twins, "cross_validation_folds": self.folds,
+                "candidates": self.table}
 
     @classmethod
     def from_dict(cls, record: dict) -> "MethodChoice":
@@ -232,13 +249,14 @@ class MethodChoice:
         table = record.get("candidates") or []
         scores = bool(table) and all(r.get("expected_top1_agreement") is not None for r in table)
         return cls(record["chosen"], record.get("output", ""), scores, int(record.get("held_out_samples", 0)), list(table),
-                   bool(record.get("refit_on_all_samples")), bool(record.get("bias_corrected")),
-                   int(record.get("cross_validation_folds") or 0), list(record.get("within_noise") or []),
-                   record.get("reason", ""))
+                   refit=bool(record.get("refit_on_all_samples")), bias_corrected=bool(record.get("bias_corrected")),
+                   twins=bool(record.get("scoring_twins")), folds=int(record.get("cross_validation_folds") or 0),
+                   within_noise=list(record.get("within_noise") or []), reason=record.get("reason", ""))
 
     def format_table(self) -> str:
         head = f"{'candidate':<18}" + (f"{'expected agree %':>17}{'observed %':>11}" if self.scores else "") + f"{'SQNR dB':>10}"
         corrected = ", biases corrected" if self.bias_corrected else ""
+        corrected += ", as INT8 + FP32 twins of the INT8 + FP16 models" if self.twins else ""
         folds = f", {self.folds}-fold cross-validation: each held out once" if self.folds else ""
         lines = [f"--method auto: held-out error of '{self.output}' on {self.samples} samples{folds}{corrected} (chosen first)", head]
         for i, row in enumerate(self.table):
@@ -331,7 +349,7 @@ def choose_method(
     by_name = {r["candidate"]: r for r in rows}
     for name, twin in same.items():  # after their twin, in candidate order
         rows.insert(rows.index(by_name[twin]) + 1, dict(by_name[twin], candidate=name, same_as=twin))
-    return _choice(rows, info, selection, bias_corrected=shifts is not None)
+    return _choice(rows, info, selection, bias_corrected=shifts is not None, twins=_twins(lowering))
 
 
 def choose_method_by_folds(
@@ -359,7 +377,13 @@ def choose_method_by_folds(
     selection = select(_errors(totals, info.is_scores))
     rows = _ranked([_row(name, comparison.to_dict()) for name, comparison in totals.items()], info.is_scores,
                    first=selection.chosen)
-    return _choice(rows, info, selection, refit=True, bias_corrected=shifts is not None, folds=len(folds))
+    return _choice(rows, info, selection, refit=True, bias_corrected=shifts is not None, folds=len(folds),
+                   twins=_twins(lowering))
+
+
+def _twins(lowering: PrecisionOptions | None) -> bool:
+    """Whether the candidates of ``lowering``'s models are scored as float32 twins (passes.scoring_model)."""
+    return (lowering or PrecisionOptions()).high_precision == "fp16"
 
 
 def _errors(comparisons: dict[str, OutputComparison], is_scores: bool) -> dict[str, dict]:

@@ -28,15 +28,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..batching import row_steps
 from ..runner.model import spill_tensor
 from ..util.log import logger, progress
-from ..writers.qdq import _Names, _constants, _drop_unused_initializers, node_id, quantize_per_channel, weight_axis
+from ..util.memory import per_core_pairs
+from ..writers.qdq import _Names, _constants, drop_unused_initializers, node_id, quantize_per_channel, weight_axis
 
 CORRECTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 BIAS_SAMPLES = 128  # samples the shifts are measured on (benchmarks/bias_correction.py: 128 vs all 400 within 0.05 dB)
-# Samples per ONNX Runtime run: the twin model's intermediate tensors of a whole batch of 32 made
-# this pass the peak of `calibrate --qdq` (EfficientNet-Lite0: 2.3 GB against 0.7 GB for
-# collection); the shifts are sums, so small steps change nothing but the memory.
+# Samples per ONNX Runtime run, per pair of cores: the twin model's intermediate tensors of a whole
+# batch of 32 made this pass the peak of `calibrate --qdq` (EfficientNet-Lite0 on the 2-core VM:
+# 2.3 GB against 0.7 GB for collection); the shifts are sums, so steps change nothing but the
+# memory and how busy the cores of a larger machine are.
 BIAS_STEP = 4
 
 
@@ -116,30 +119,34 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_p
     constants = _constants(graph)
     fresh = _Names(graph)
     opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 13)
-    outputs: dict[str, tuple[str, str, int]] = {}
+    outputs: dict[str, tuple[str, str, int, np.ndarray | None]] = {}
     for node in layers:
         nid = node_id(node)
         w = constants[node.input[1]]
         error = weight_error(node, w, high_precision, (weights or {}).get(node.input[1]))
-        name = fresh(f"{nid}_weight_error")
-        dw = spill_tensor(error, name, spill) if spill is not None and isinstance(w, np.memmap) else numpy_helper.from_array(error, name)
+        matrix = None if isinstance(w, np.memmap) else _linear_matrix(node, error)
+        if matrix is not None:
+            # a linear map per position: the mean of its output is the map of the input's mean, so the
+            # input is averaged and multiplied on the host instead of running a twin as costly as the layer
+            averaged, channels = node.input[0], matrix.shape[0]
+        else:
+            name = fresh(f"{nid}_weight_error")
+            dw = spill_tensor(error, name, spill) if spill is not None and isinstance(w, np.memmap) else numpy_helper.from_array(error, name)
+            graph.initializer.append(dw)
+            attrs = [a for a in node.attribute if not (node.op_type == "Gemm" and a.name == "beta")]
+            averaged = fresh(f"{nid}_weight_error_out")
+            twin = helper.make_node(node.op_type, [node.input[0], dw.name], [averaged], fresh(f"{nid}_weight_error_twin"))
+            twin.attribute.extend(attrs)
+            graph.node.append(twin)
+            channels = w.shape[0 if node.op_type == "Gemm" and _attr(node, "transB", 0) else -1] if _channel_last(node) else None
         del error
-        graph.initializer.append(dw)
-        attrs = [a for a in node.attribute if not (node.op_type == "Gemm" and a.name == "beta")]
-        twin_out = fresh(f"{nid}_weight_error_out")
-        twin = helper.make_node(node.op_type, [node.input[0], dw.name], [twin_out], fresh(f"{nid}_weight_error_twin"))
-        twin.attribute.extend(attrs)
         # [rows, C, positions] (channel axis 1) or [rows, positions, C] (channel last), then the mean over positions;
         # Reshape's 0 copies a dimension, so a last channel axis is given by its size
-        if _channel_last(node):
-            channels = constants[node.input[1]].shape[0 if node.op_type == "Gemm" and _attr(node, "transB", 0) else -1]
-            dims, axis = [0, -1, channels], 1
-        else:
-            dims, axis = [0, 0, -1], 2
+        dims, axis = ([0, -1, channels], 1) if _channel_last(node) else ([0, 0, -1], 2)
         view = numpy_helper.from_array(np.array(dims, np.int64), fresh(f"{nid}_view_shape"))
         graph.initializer.append(view)
         viewed, mean, shape = fresh(f"{nid}_view"), fresh(f"{nid}_shift"), fresh(f"{nid}_shift_shape")
-        new = [twin, helper.make_node("Reshape", [twin_out, view.name], [viewed], fresh(f"{nid}_view_node"))]
+        new = [helper.make_node("Reshape", [averaged, view.name], [viewed], fresh(f"{nid}_view_node"))]
         if opset >= 18:
             axes = numpy_helper.from_array(np.array([axis], np.int64), fresh(f"{nid}_mean_axes"))
             graph.initializer.append(axes)
@@ -150,8 +157,24 @@ def shift_model(model: onnx.ModelProto, layers: Sequence[onnx.NodeProto], high_p
         new += [helper.make_node("Shape", [viewed], [view_dims], fresh(f"{nid}_shape_node")),
                 helper.make_node("Cast", [view_dims], [shape], fresh(f"{nid}_shape_cast"), to=TensorProto.FLOAT)]
         graph.node.extend(new)
-        outputs[nid] = (mean, shape, axis)
+        outputs[nid] = (mean, shape, axis, matrix)
     return out, outputs
+
+
+def _linear_matrix(node: onnx.NodeProto, error: np.ndarray) -> np.ndarray | None:
+    """[C_in, C_out] matrix of a layer that maps each position's input channels linearly (a 1x1
+    Conv with stride 1, no padding and one group; a Gemm or a MatMul with a 2-D weight), with its
+    weight error ``error``; None for any other layer."""
+    if node.op_type == "Conv":
+        spatial = error.shape[2:]
+        plain = (all(k == 1 for k in spatial) and _attr(node, "group", 1) == 1 and not any(_attr(node, "pads", []))
+                 and all(v == 1 for v in _attr(node, "strides", [1])) and _attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET", b"VALID", "VALID"))
+        return np.ascontiguousarray(error.reshape(error.shape[0], error.shape[1]).T) if plain else None
+    if node.op_type == "Gemm" and error.ndim == 2:
+        return np.ascontiguousarray(np.float32(_attr(node, "alpha", 1.0)) * (error.T if _attr(node, "transB", 0) else error))
+    if node.op_type == "MatMul" and error.ndim == 2:
+        return error
+    return None
 
 
 def spread(samples: Sequence, count: int = BIAS_SAMPLES) -> list:
@@ -160,18 +183,6 @@ def spread(samples: Sequence, count: int = BIAS_SAMPLES) -> list:
     if len(samples) <= count:
         return list(samples)
     return [samples[(i * len(samples)) // count] for i in range(count)]
-
-
-def _steps(batch, rows: int):
-    """(feeds, real rows) of ``batch``'s first ``rows`` samples in runs of ``BIAS_STEP``; a padded
-    batch (a fixed batch axis) runs whole."""
-    if not hasattr(batch, "rows") or any(v.shape[batch.axes.get(k, 0)] != batch.n for k, v in batch.feeds.items()
-                                         if batch.axes.get(k, 0) is not None):
-        yield batch.feeds, rows
-        return
-    for start in range(0, rows, BIAS_STEP):
-        stop = min(start + BIAS_STEP, rows)
-        yield batch.rows(start, stop), stop - start
 
 
 def measure_shifts(
@@ -237,7 +248,7 @@ def _measure(model, loader, providers, layers, max_samples, high_precision, rang
 
     twins, names = shift_model(model, layers, high_precision, spill, weights)
     ranges_of = list(dict.fromkeys(ranges_of))
-    runner = ActivationRunner(twins, providers, [t for mean, shape, _ in names.values() for t in (mean, shape)] + ranges_of)
+    runner = ActivationRunner(twins, providers, [t for mean, shape, _, _ in names.values() for t in (mean, shape)] + ranges_of)
     top = dict.fromkeys(ranges_of, 0.0)
     sums = {nid: None for nid in names}
     counts = dict.fromkeys(names, 0)
@@ -245,13 +256,15 @@ def _measure(model, loader, providers, layers, max_samples, high_precision, rang
         if max_samples is not None and result.samples >= max_samples:
             break
         rows = batch.n if max_samples is None else min(batch.n, max_samples - result.samples)
-        for feeds, n in _steps(batch, rows):
+        for feeds, n in row_steps(batch, rows, per_core_pairs(BIAS_STEP)):
             values = runner.run(feeds)
             for t in ranges_of:
                 if values[t].size:
                     top[t] = max(top[t], float(np.abs(values[t][:n] if values[t].ndim else values[t]).max()))
-            for nid, (mean, shape, axis) in names.items():
+            for nid, (mean, shape, axis, matrix) in names.items():
                 per_row, positions = values[mean], int(values[shape][axis])
+                if matrix is not None:  # the layer's input mean: its shift is the weight error's map of it
+                    per_row = per_row @ matrix  # (float32, as the twin layer would compute it)
                 # rows past the batch's real samples are padding (a fixed batch axis); a layer whose
                 # axis 0 is not the batch's (rows differ) is averaged whole
                 taken = per_row[:n] if per_row.shape[0] == len(next(iter(feeds.values()))) else per_row
@@ -310,7 +323,7 @@ def correct_biases(model: onnx.ModelProto, shifts: BiasShifts, nodes: Iterable[s
                 node.input.append("")
             node.input[2] = new.name
         corrected.append(nid)
-    _drop_unused_initializers(graph)  # biases replaced by their corrected copies
+    drop_unused_initializers(graph)  # biases replaced by their corrected copies
     read = {t for n in graph.node for t in n.input} | {o.name for o in graph.output}
     dead = [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in read]
     for n in dead:  # Constant-node biases replaced likewise

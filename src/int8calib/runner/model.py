@@ -243,6 +243,18 @@ def strip_folder_tags(model: onnx.ModelProto) -> None:
                 entry.key, entry.value = key, value
 
 
+# A model carrying this metadata key (passes.quantized_model.scoring_model) emulates TensorRT's Q/DQ
+# arithmetic in float32: ONNX Runtime must run its Q/DQ nodes as written, not fuse them into its own
+# int8 kernels (with the weights already dequantized its fusions changed the output: 8 dB against 17.5).
+EMULATE_QDQ_KEY = "int8calib_emulate_qdq"
+
+
+def runs_qdq_as_written(model: onnx.ModelProto) -> bool:
+    """Whether ONNX Runtime's Q/DQ fusions must stay off for ``model``: INT8 + FP16 models (its fusions
+    compute them wrongly on the CPU) and scoring models that emulate Q/DQ in float32."""
+    return has_low_precision_qdq(model) or any(p.key == EMULATE_QDQ_KEY for p in model.metadata_props)
+
+
 def has_low_precision_qdq(model: onnx.ModelProto) -> bool:
     """Whether ``model`` has Q/DQ nodes with float16 / bfloat16 scales (an INT8 + FP16 model)."""
     low = {i.name for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)}

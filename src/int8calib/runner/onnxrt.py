@@ -13,7 +13,7 @@ from ..errors import Int8CalibError
 from ..util.log import logger
 from .blocked import blocked_model
 from .model import (
-    calibratable_tensors, derivable_tensors, external_layout, has_low_precision_qdq, infer_types, input_dependencies,
+    calibratable_tensors, derivable_tensors, external_layout, runs_qdq_as_written, infer_types, input_dependencies,
     load_model, model_inputs, strip_folder_tags, uses_external_data,
 )
 
@@ -106,8 +106,8 @@ class ActivationRunner:
         # ONNX Runtime 1.32's Q/DQ fusions (on from ORT_ENABLE_BASIC up) compute INT8 + FP16 models
         # wrongly on the CPU (EfficientNet-Lite0: -9.6 dB against 21.0 dB with them off, docs/qdq.md);
         # without them Q/DQ run as written, which is how TensorRT's arithmetic is emulated anyway.
-        low_qdq = has_low_precision_qdq(proto)
-        if low_qdq:
+        as_written = runs_qdq_as_written(proto)
+        if as_written:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
         self.any_layout = any_layout
         # CUDA provider and CuPy: outputs stay on the GPU (I/O binding) and are histogrammed there
@@ -117,7 +117,7 @@ class ActivationRunner:
         # {exposed name: (output name, channels)} for tensors read in the blocked layout
         self.blocked: dict[str, tuple[str, int]] = {}
         # Only convolutions run blocked: other models skip the extra optimisation pass.
-        blockable = any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto) and not low_qdq
+        blockable = any_layout and providers == ["CPUExecutionProvider"] and not uses_external_data(proto) and not as_written
         blockable = blockable and any(n.op_type == "Conv" and n.domain in ("", "ai.onnx") for n in proto.graph.node)
         if not (blockable and self._start_blocked()):
             self._start(self._exposed_bytes)

@@ -11,15 +11,40 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 
-# Activation bytes one collection step may hold (--max-memory). Measured on EfficientNet-Lite0
-# (28 MB of activations per image, 2-core VM): 256 MiB runs 3 images per step, as fast as 1 GiB's
-# 11 within noise, at 0.6 instead of 1.1 GB peak RSS, flat over the run (docs/performance.md).
+# Activation bytes one collection step may hold (--max-memory), per pair of cores. Measured on
+# EfficientNet-Lite0 (28 MB of activations per image): on the 2-core VM 256 MiB runs 3 images per
+# step, as fast as 1 GiB's 11 within noise, at 0.6 instead of 1.1 GB peak RSS, flat over the run;
+# on 16 cores 3-image steps leave most cores idle (entropy2 9.6 s against 4.7 s with 2 GiB's 24,
+# plain inference 1.6 s), so the default grows with the cores (docs/performance.md).
 DEFAULT_MAX_MEMORY = 256 << 20
 # ...up to this much for models of many small tensors, whose per-tensor Python cost per step
 # calls for steps of more samples (collection.steps._StepSizer).
 DEFAULT_MAX_MEMORY_SMALL_TENSORS = 1 << 30
+
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def per_core_pairs(amount: int) -> int:
+    """``amount`` (bytes or samples per ONNX Runtime run, sized for two cores) scaled to this
+    machine: ONNX Runtime splits each operator over its threads, and a few samples per run leave
+    the cores of a larger machine idle."""
+    return amount * max(1, cores() // 2)
+
+
+def default_max_memory() -> int:
+    """--max-memory's default on this machine: ``DEFAULT_MAX_MEMORY`` per pair of cores."""
+    return per_core_pairs(DEFAULT_MAX_MEMORY)
+
 
 _M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
 

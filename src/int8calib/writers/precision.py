@@ -41,7 +41,7 @@ from .float_types import (  # noqa: F401 (re-exported: the precision API)
     check_high_precision, tensor_of,
 )
 from ..runner.model import opset_of, tensor_array
-from .qdq import _drop_unused_initializers, _Names, at_opset, node_id
+from .qdq import drop_unused_initializers, _Names, at_opset, node_id
 
 LOW_OPSET = 19  # float16 / bfloat16 scales of QuantizeLinear / DequantizeLinear
 LOW_OPSET_HINT = "; --high-precision fp32 writes the model without them"
@@ -434,7 +434,7 @@ def _drop_unread(graph: onnx.GraphProto) -> None:
             break
         for n in dead:
             graph.node.remove(n)
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)
 
 
 def float32_compute_nodes(model: onnx.ModelProto) -> list[str]:

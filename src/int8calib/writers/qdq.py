@@ -337,11 +337,11 @@ def build_qdq(
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend([scalar_zero, *new_inits])
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)
     return out, summary
 
 
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     """Initializers nothing reads, deleted in place (re-adding the kept ones would copy every weight
     again: protobuf frees a graph's memory only with the whole graph)."""
     used = {t for n in graph.node for t in n.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
