@@ -40,7 +40,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..util.log import logger, progress
-from ..writers.qdq import _constants, _drop_unused_initializers
+from ..writers.qdq import _constants, drop_unused_initializers
 
 EQUALIZE_SAMPLES = 32  # calibration samples the channel ranges are measured on
 ALPHAS = (0.25, 0.5, 0.75, 1.0)  # dense readers: weights of the activation ranges against the weight columns' in s
@@ -294,7 +294,7 @@ def _drop_unused_constants(graph: onnx.GraphProto) -> None:
     if len(keep) != len(graph.node):
         del graph.node[:]
         graph.node.extend(keep)
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)
 
 
 def rescale(model: onnx.ModelProto, scales: Mapping[str, np.ndarray]) -> onnx.ModelProto:
