@@ -154,6 +154,7 @@ def test_equalization_cuts_the_per_tensor_quantization_error_of_disparate_channe
 def test_calibrate_equalizes_only_the_qdq_route(tmp_path):
     from int8calib.api import calibrate
     from int8calib.cli import main
+    from int8calib.errors import Int8CalibError
     from int8calib.runner.model import model_fingerprint
     from int8calib.writers.provenance import model_record
 
@@ -172,11 +173,14 @@ def test_calibrate_equalizes_only_the_qdq_route(tmp_path):
     assert sqnr["--equalize"] > sqnr["--no-equalize"] + 3, sqnr
     equalized = {"model_sha256": model_fingerprint(tmp_path / "m.onnx"), "tensors": 1, "samples": 24}
     assert records == {"--no-equalize": None, "--equalize": equalized, "default": equalized}  # on by default
-    with pytest.raises(Exception, match="--equalize: a calibration cache"):
+    with pytest.raises(Int8CalibError, match="--equalize: a calibration cache"):
         calibrate(tmp_path / "m.onnx", str(tmp_path / "x.npy"), method="minmax", qdq=tmp_path / "a.onnx",
                   cache=tmp_path / "c.cache", equalize=True)
     assert main(["calibrate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--cache",
                  str(tmp_path / "c.cache"), "--equalize"]) == 2
+    # by default, a Q/DQ model written beside a cache is the original model's: the cache's ranges fit it
+    calibrate(tmp_path / "m.onnx", str(tmp_path / "x.npy"), method="minmax", qdq=tmp_path / "b.onnx", cache=tmp_path / "c.cache")
+    assert "equalization" not in model_record(onnx.load(str(tmp_path / "b.onnx")))
 
 
 def test_a_model_with_nothing_to_equalize_is_calibrated_as_it_is(tmp_path):
