@@ -89,6 +89,8 @@ def calibrate(
     low_precision_op_types: Sequence[str] = (),
     low_precision_io: bool = False,
     weight_rounding: bool | None = None,
+    equalize: bool | None = None,
+    _equalized: dict | None = None,  # (internal: the call on the equalized model records what was done)
     **method_params,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the requested outputs.
@@ -133,7 +135,14 @@ def calibrate(
     ``weight_rounding`` (default: ``passes.weight_rounding.DEFAULT``, with bias correction) chooses
     the Q/DQ model's int8 weights for each layer's output error on the same samples
     (:mod:`int8calib.passes.weight_rounding`), before their shifts are measured.
+
+    ``equalize`` (default: ``passes.equalization.DEFAULT`` where an int8 Q/DQ model is the only output)
+    rescales the float model's channels where per-tensor activation ranges fit them poorly
+    (:mod:`int8calib.passes.equalization`, ranges per channel on up to ``EQUALIZE_SAMPLES`` samples) and
+    calibrates that model: the Q/DQ model holds its weights. Caches, ranges and statistics name the
+    original model's tensors, so they are refused with it.
     """
+    arguments = dict(locals())  # (--equalize: the call again, on the equalized model)
     if method is None:
         method = default_method(model, data, from_histograms, precision, output, method_params, batch_axes)
     auto = method == AUTO
@@ -154,6 +163,16 @@ def calibrate(
     for written in (cache, ranges, histograms, report, qdq):
         if written is not None and not Path(written).resolve().parent.is_dir():
             raise Int8CalibError(f"{written}: the folder to write it in does not exist")
+    if _check_equalize(equalize, qdq, precision, budgeted, (cache, ranges, histograms, report), from_histograms, model, data):
+        import tempfile
+
+        if budgeted or (output is not None and not auto):
+            _check_budget(model, output, accuracy_budget, min_sqnr)  # before any data is read
+        with tempfile.TemporaryDirectory(prefix="int8calib-equalized-") as folder:
+            equalized, done = _equalized_model(model, data, preprocess, batch_size, providers, batch_axes, shuffle,
+                                               skip_bad_images, Path(folder))
+            params = arguments.pop("method_params")
+            return calibrate(**(arguments | {"model": equalized, "equalize": False, "_equalized": done}), **params)
     start = time.perf_counter()
     holdout, folds, shifts = None, 0, None
     # Only a Q/DQ model wanted: statistics for its activation inputs are enough (and faster to collect).
@@ -273,7 +292,8 @@ def calibrate(
             holdout = data
         result.quantization = export_model(
             source, result.amax, qdq, precision, exclude_nodes, exclude_op_types, accuracy_budget, holdout, pre,
-            batch_size, providers, min_sqnr, output, batch_axes, shifts, _result_record(base, result, method, method_params),
+            batch_size, providers, min_sqnr, output, batch_axes, shifts,
+            _result_record(base, result, method, method_params) | ({"equalization": _equalized} if _equalized else {}),
             lowering, result,
         )
     if report is not None:
@@ -395,6 +415,53 @@ def _check_weight_rounding(weight_rounding, correct: bool) -> bool:
         raise Int8CalibError("--weight-rounding writes its int8 weights with bias correction: it needs --qdq "
                              "(int8) and bias correction on")
     return bool(correct and (DEFAULT if weight_rounding is None else weight_rounding))
+
+
+def _check_equalize(equalize, qdq, precision, budgeted: bool, others, from_histograms, model, data) -> bool:
+    """Whether to equalize the float model first (only where an int8 Q/DQ model is all that is written)."""
+    from .passes.equalization import DEFAULT
+
+    int8_model = (qdq is not None or budgeted) and precision == "int8"
+    if equalize:
+        if not int8_model:
+            raise Int8CalibError("--equalize rescales the float model for the int8 Q/DQ model: it needs --qdq (with --precision int8)")
+        if any(o is not None for o in others):
+            raise Int8CalibError("--equalize: a calibration cache, ranges, statistics or a report would name the equalized "
+                                 "model's tensors, which the original model does not have; write them without --equalize")
+        if from_histograms is not None or model is None or data is None:
+            raise Int8CalibError("--equalize needs MODEL and --data: the statistics must be collected on the equalized model")
+        return True
+    if equalize is None and DEFAULT and int8_model and all(o is None for o in others):
+        return from_histograms is None and model is not None and data is not None
+    return False
+
+
+def _equalized_model(model, data, preprocess, batch_size: int, providers, batch_axes, shuffle, skip_bad_images: bool,
+                     folder: Path) -> tuple[Path, dict | None]:
+    """``model`` equalized (:func:`passes.equalization.equalize`, channel ranges on up to
+    ``EQUALIZE_SAMPLES`` samples of ``data``, spread over it), written into ``folder``, and what the
+    Q/DQ model's provenance records of it (the original model's hash: the provenance's own is the
+    equalized one's); ``model`` itself and None where there is nothing to equalize."""
+    from .batching import BatchLoader
+    from .calibrator import Calibrator
+    from .passes import spread
+    from .passes.equalization import EQUALIZE_SAMPLES, equalize
+    from .runner import load_model
+    from .runner.model import model_fingerprint, uses_external_data
+    from .writers.qdq import write_model
+
+    proto = load_model(model, load_external_data=False)  # weights mapped where they lie
+    loader = Calibrator(data, model_inputs_of(model, batch_axes), preprocess, batch_size, shuffle=shuffle,
+                        skip_bad_images=skip_bad_images).loader
+    if isinstance(loader, BatchLoader):  # files are often sorted by class: samples from all of them
+        loader = BatchLoader(spread(loader.samples, EQUALIZE_SAMPLES), loader.inputs, loader.preprocess,
+                             loader.batch_size, loader.skip_bad)
+    done = equalize(proto, loader, providers, EQUALIZE_SAMPLES)
+    if not done.tensors:
+        return Path(model), None
+    path = folder / Path(model).name
+    write_model(path, done.model, external_data=uses_external_data(proto))
+    return path, {"model_sha256": model_fingerprint(model), "tensors": len(done.tensors), "samples": done.samples}
 
 
 def _float_pass(model, data, preprocess, batch_size: int, providers, batch_axes, correct: bool, lowering: "PrecisionOptions",

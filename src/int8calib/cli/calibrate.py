@@ -81,6 +81,12 @@ def register(sub) -> None:
         help="choose each layer's int8 weights for its output error on the same samples, not round to nearest "
         "(GPTQ-style, with bias correction; default: off: it helped EfficientNet-Lite0, not the PP-OCRv4 detector; docs/qdq.md)",
     )
+    qdq.add_argument(
+        "--equalize", action=argparse.BooleanOptionalAction, default=None,
+        help="rescale the float model's channels where one int8 range per activation tensor fits them poorly, "
+        "keeping its function (cross-layer equalization of the tensors depthwise Convs read; default: on when --qdq "
+        "is the only output: a cache or ranges name the original model's tensors; docs/qdq.md)",
+    )
     qdq.add_argument("--output", metavar="NAME", help="output watched by --accuracy-budget / --min-sqnr / --method auto "
                      "(default: the first floating-point output)")
     add_high_precision_options(p)
@@ -170,6 +176,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         reuse_cache=args.reuse_cache,
         bias_correction=args.bias_correction,
         weight_rounding=args.weight_rounding,
+        equalize=args.equalize,
         **high_precision_kwargs(args),
         **_method_params(args),
     )
