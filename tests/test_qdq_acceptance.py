@@ -137,6 +137,6 @@ def test_auto_with_bias_correction_meets_the_issue_targets(tmp_path, odd_eval, e
     # Issue 21: the model is INT8 + FP16, nothing left in FP32 but the edge casts, and FP16 costs at
     # most 0.3 dB against the same ranges with FP32 around the Q/DQ pairs (measured: docs/qdq.md)
     assert float32_compute_nodes(written) == [] and model_precision(written, model_record(written)).fp32_nodes == {}
-    same = {hp: compare_models(model, quantized_model(model, result.amax, precision=PrecisionOptions(hp)).model, batches,
-                               reference=reference).output.to_dict() for hp in ("fp16", "fp32")}
+    same = {hp: compare_models(model, quantized_model(model, result.amax, precision=PrecisionOptions(hp)).model, batches[:4],
+                               reference=reference[:4]).output.to_dict() for hp in ("fp16", "fp32")}  # 200 photos
     assert abs(same["fp16"]["sqnr_db"] - same["fp32"]["sqnr_db"]) <= 0.3, same
