@@ -232,7 +232,10 @@ def calibrate(
             shifts = cross_validate(result, model, calibrator.loader, runner, meta, max_memory, providers, output,
                                     exclude_nodes, exclude_op_types, correct, lowering, rounding)
         elif method in (ALL, AUTO):
-            result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names))
+            # auto's candidates read no TensorRT histograms: kept only where the statistics are (--histograms, --report)
+            trt = method == ALL or histograms is not None or report is not None
+            result = CalibrationResult({}, method, "", gather_statistics(calibrator.loader, runner, meta, max_memory, workers, names,
+                                                                         trt_histograms=trt))
             result.samples = int(result.statistics.meta.get("samples", 0))
         else:
             # TensorRT's histograms cost a second pass in the kernel: collected when entropy2 / entropy

@@ -274,10 +274,13 @@ def run_demo(out_dir: "str | Path" = "int8calib-demo", method: str = "auto", rep
 
     t = time.perf_counter()
     views = calibration_views(photos)
-    outputs = {"cache": out / "calibration.cache", "model": out / "efficientnet_lite0.onnx", "qdq": out / "efficientnet_lite0_qdq.onnx"}
+    outputs = {"cache": out / "calibration.cache", "model": out / "efficientnet_lite0.onnx", "qdq": out / "efficientnet_lite0_qdq.onnx",
+               "statistics": out / "statistics.npz"}
     # The Q/DQ model comes with its biases corrected (the default with --qdq); auto ranks corrected candidates.
+    # the statistics are shown, so they are always collected, and kept (TensorRT's histograms with them:
+    # its entropy2 is shown beside auto, which does not read them)
     result = calibrate(model=model_path, data=views, method=method, cache=outputs["cache"], qdq=outputs["qdq"],
-                       reuse_cache="never")  # the statistics are shown, so they are always collected
+                       histograms=outputs["statistics"], reuse_cache="never")
     write_bytes(outputs["model"], model_path.read_bytes())  # beside the cache, for trtexec --calib
     seconds["calibrate"] = time.perf_counter() - t
 
