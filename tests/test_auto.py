@@ -134,7 +134,7 @@ def _db(row) -> float:
 
 def test_identical_ranges_are_measured_once_and_losers_screened_out_early(tmp_path, monkeypatch):
     """Six candidates, two with the same ranges, 40 held-out samples (over SCREEN_SAMPLES): every distinct
-    candidate is screened on the first 32 samples, the FINALISTS best are measured on all 40."""
+    candidate is screened on the first SCREEN_SAMPLES samples, the FINALISTS best are measured on all 40."""
     from int8calib.batching import Batch
     from int8calib.evaluate import mixed
     from tinymodels import reference_activations
@@ -252,3 +252,22 @@ def test_fold_comparisons_add_up_to_one_measurement_over_all_samples():
         assert a["sqnr_db"] == pytest.approx(b["sqnr_db"], abs=1e-3)
         assert a["expected_top1_agreement"] == pytest.approx(b["expected_top1_agreement"], abs=1e-6)
         assert a["top1_agreement"] == b["top1_agreement"]
+
+
+def test_screening_keeps_near_ties_beyond_the_finalists():
+    """Screening drops clear losers only: a fourth candidate within SCREEN_MARGIN_DB of the best on the
+    screening samples goes on to all of them."""
+    from int8calib.batching import Batch
+    from int8calib.evaluate import mixed
+    from tinymodels import reference_activations
+
+    model = residual_cnn()
+    x = np.random.default_rng(2).standard_normal((40, 3, 8, 8)).astype(np.float32)
+    exact = {k: float(np.abs(v).max()) for k, v in reference_activations(model, x).items()}
+    factors = {"x1": 1.0, "x1.01": 1.01, "x0.99": 0.99, "x1.02": 1.02, "x200": 200.0}
+    candidates = {name: {k: v * f for k, v in exact.items()} for name, f in factors.items()}
+    batches = [Batch({"input": x[i:i + 10]}, 10, []) for i in range(0, 40, 10)]
+    choice = mixed.choose_method(model, candidates, batches)
+    screened = [r["candidate"] for r in choice.table if r.get("screened_out")]
+    assert screened == ["x200"]  # the four near-ties all measured on every sample
+    assert all(r["sqnr_db"] is not None for r in choice.table)

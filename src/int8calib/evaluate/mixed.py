@@ -39,11 +39,13 @@ from .selection import DEFAULT, RULE_TEXT, Selection, select
 
 HOLDOUT_EVERY = 5
 RANK_SAMPLES = 32  # SQNR is a smooth measure: a few dozen samples rank the layers; agreement uses all
-# --method auto: every candidate is measured on this many held-out samples first, and the FINALISTS best
-# (and mse) go on to all of them. The ones screened out trail by several dB (EfficientNet-Lite0: 13.7 to
-# 18.8 dB against 19.2 to 19.5 for the finalists on 32 samples); 16 tell those apart at half the runs.
+# --method auto: every candidate is measured on this many held-out samples first, and the FINALISTS best,
+# any other within SCREEN_MARGIN_DB of the best, and mse go on to all of them. The clear losers trail by
+# several dB (EfficientNet-Lite0: 15.2 and 16.6 dB against 21.2-21.8 on 16 samples); the near-ties
+# (percentile 99.99 at 21.75 dB on 16 samples, fourth there) stay in.
 SCREEN_SAMPLES = 16
 FINALISTS = 3
+SCREEN_MARGIN_DB = 2.0
 # Samples per ONNX Runtime run of the models compared, per pair of cores (comparisons are sums over
 # samples): at the held-out batches' 32, the candidates' sessions grew ONNX Runtime's arenas to
 # 1.6 GB on EfficientNet-Lite0 on the 2-core VM, with 8 no slower per sample (docs/performance.md).
@@ -315,7 +317,8 @@ def choose_method(
 
     Candidates with the same ranges as an earlier one are measured once. With more than
     ``SCREEN_SAMPLES`` held-out samples, every candidate is first measured on the first
-    ``SCREEN_SAMPLES`` and only the ``FINALISTS`` best (and ``mse``) go on to all of them: the clear losers
+    ``SCREEN_SAMPLES`` and only the ``FINALISTS`` best, those within ``SCREEN_MARGIN_DB`` of the best, and
+    ``mse`` go on to all of them: the clear losers
     (several dB behind) are told apart by a few samples, and running every candidate's model
     on every sample was most of auto's time (benchmarks/auto_method.py).
     """
@@ -343,7 +346,11 @@ def choose_method(
     screened: dict[str, dict] = {}
     if total > SCREEN_SAMPLES and len(names) > FINALISTS:
         screened = {k: _row(k, c.to_dict()) for k, c in measure(names, SCREEN_SAMPLES).items()}
-        names = [r["candidate"] for r in _ranked(list(screened.values()), info.is_scores)][:FINALISTS]
+        ranked = [r["candidate"] for r in _ranked(list(screened.values()), info.is_scores)]
+        best = max(_db(r["sqnr_db"]) for r in screened.values())
+        # the FINALISTS best, and any other within SCREEN_MARGIN_DB of the best: screening drops clear losers,
+        # not candidates a few samples cannot tell apart
+        names = ranked[:FINALISTS] + [k for k in ranked[FINALISTS:] if _db(screened[k]["sqnr_db"]) >= best - SCREEN_MARGIN_DB]
         if default in unique and default not in names:
             names.append(default)  # the selection rule keeps the default unless a finalist is expected to beat it
     final = measure(names)
