@@ -1,4 +1,4 @@
-"""Process memory settings.
+"""Process memory and thread settings: malloc arenas, per-core step sizes, collection threads.
 
 glibc gives each thread that allocates its own malloc arena (up to 8 per core). The decoder
 thread, the histogram threads and ONNX Runtime's threads then each keep freed memory in
@@ -23,7 +23,6 @@ DEFAULT_MAX_MEMORY = 256 << 20
 # ...up to this much for models of many small tensors, whose per-tensor Python cost per step
 # calls for steps of more samples (collection.steps._StepSizer).
 DEFAULT_MAX_MEMORY_SMALL_TENSORS = 1 << 30
-
 
 
 def cores() -> int:
