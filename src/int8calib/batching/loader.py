@@ -27,7 +27,7 @@ from ..preprocess import Preprocess
 from ..runner.model import InputInfo
 from ..sources import Sample, batching_fingerprint, data_fingerprint
 from ..sources.resolve import sample_digests
-from ..util.log import logger
+from ..util.log import logger, progress
 from .prefetch import prefetch
 
 
@@ -53,6 +53,19 @@ class Batch:
                 index[axis] = slice(start, stop)
                 out[name] = value[tuple(index)]
         return out
+
+
+def first_samples(loader, max_samples: int | None, desc: str):
+    """(batch, real rows to use) of ``loader``'s batches up to ``max_samples`` samples in all (None: all),
+    with a progress bar: the passes that read a sample of the data (bias correction, weight rounding,
+    equalization)."""
+    seen = 0
+    for batch in progress(loader, desc=desc, unit="batch"):
+        if max_samples is not None and seen >= max_samples:
+            return
+        rows = batch.n if max_samples is None else min(batch.n, max_samples - seen)
+        yield batch, rows
+        seen += rows
 
 
 def row_steps(batch, rows: int, step: int):

@@ -28,9 +28,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..batching import row_steps
+from ..batching import first_samples, row_steps
 from ..runner.model import spill_tensor
-from ..util.log import logger, progress
+from ..util.log import logger
 from ..util.memory import per_core_pairs
 from ..writers.qdq import _Names, _constants, drop_unused_initializers, node_id, quantize_per_channel, weight_axis
 
@@ -252,10 +252,7 @@ def _measure(model, loader, providers, layers, max_samples, high_precision, rang
     top = dict.fromkeys(ranges_of, 0.0)
     sums = {nid: None for nid in names}
     counts = dict.fromkeys(names, 0)
-    for batch in progress(loader, desc="bias correction", unit="batch"):
-        if max_samples is not None and result.samples >= max_samples:
-            break
-        rows = batch.n if max_samples is None else min(batch.n, max_samples - result.samples)
+    for batch, rows in first_samples(loader, max_samples, "bias correction"):
         for feeds, n in row_steps(batch, rows, per_core_pairs(BIAS_STEP)):
             values = runner.run(feeds)
             for t in ranges_of:

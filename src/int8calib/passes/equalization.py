@@ -39,7 +39,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..util.log import logger, progress
+from ..batching import first_samples
+from ..util.log import logger
 from ..writers.qdq import _constants, drop_unused_initializers
 
 EQUALIZE_SAMPLES = 32  # calibration samples the channel ranges are measured on
@@ -165,10 +166,7 @@ def channel_ranges(model: onnx.ModelProto, loader, tensors: Sequence[str], provi
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     seen = 0
-    for batch in progress(loader, desc="equalization", unit="batch"):
-        if max_samples is not None and seen >= max_samples:
-            break
-        rows = batch.n if max_samples is None else min(batch.n, max_samples - seen)
+    for batch, rows in first_samples(loader, max_samples, "equalization"):
         values = runner.run(batch.feeds)
         for t in tensors:
             x = np.asarray(values[t][:rows], np.float32)

@@ -26,7 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..util.log import logger, progress
+from ..batching import first_samples
+from ..util.log import logger
 from ..writers.qdq import _constants, node_id, quantize_per_channel, weight_axis
 
 ROUNDING_SAMPLES = 128  # samples the Gram matrices are gathered on
@@ -96,10 +97,7 @@ def gram_matrices(model: onnx.ModelProto, loader, layers: Sequence[onnx.NodeProt
     runner = ActivationRunner(model, providers, inputs)
     grams: dict[str, np.ndarray] = {}
     seen = 0
-    for batch in progress(loader, desc="weight rounding", unit="batch"):
-        if max_samples is not None and seen >= max_samples:
-            break
-        rows = batch.n if max_samples is None else min(batch.n, max_samples - seen)
+    for batch, rows in first_samples(loader, max_samples, "weight rounding"):
         values = runner.run(batch.feeds)
         for node in layers:
             w = constants[node.input[1]]
