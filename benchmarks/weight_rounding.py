@@ -2,6 +2,8 @@
 
     PYTHONPATH=src:tests:benchmarks python benchmarks/weight_rounding.py [--shared ../shared]
         [--models efficientnet-lite0 ppocr-det] [--methods mse percentile:99.99] [--cache DIR]
+    PYTHONPATH=src:tests:benchmarks python benchmarks/weight_rounding.py --default
+        [--models efficientnet-lite0 ppocr-det ppocr-rec minilm]
 
 Per model, statistics are collected once on the calibration samples (cached under --cache); for each
 method the Q/DQ model is scored against the float model on the held-out samples with the weights rounded
@@ -11,6 +13,10 @@ each with and without bias correction (shifts measured on the same samples, of t
 * EfficientNet-Lite0: calibrate on the 500 even-class photos, score on the 500 odd (benchmarks/imagenet_split.py);
 * PP-OCRv4 detector: the split of benchmarks/accuracy_table.py, 24 photos to calibrate, 48 others scored,
   the ppocr-det preset (shorter side 736).
+
+``--default`` instead runs ``api.calibrate`` as the CLI's default does (``--method auto --qdq``: bias
+correction, equalization where it applies, INT8 + FP16) with ``weight_rounding`` False and True on the
+models and splits of benchmarks/accuracy_table.py, and scores each written model on the held-out samples.
 """
 
 from __future__ import annotations
@@ -86,7 +92,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["mse", "percentile:99.99"])
     parser.add_argument("--cache", default="/tmp/int8calib-weight-rounding")
     parser.add_argument("--weights", nargs="+", choices=["nearest", "rounded"], default=["nearest", "rounded"])
+    parser.add_argument("--default", action="store_true", help="api.calibrate's default with and without rounding")
     args = parser.parse_args()
+    if args.default:
+        return default_both_ways(Path(args.shared), args.models)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     for name, path, calib, held, preset, batch, labels in cases(Path(args.shared), args.models):
@@ -120,6 +129,29 @@ def main() -> None:
                     agree = "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1f} %"
                     cells += [agree, f"{r['sqnr_db']:.2f} dB"]
                 print(f"| {label} | {kind} | " + " | ".join(cells) + " |", flush=True)
+
+
+def default_both_ways(shared: Path, models) -> None:
+    import tempfile
+
+    from int8calib import api
+    from accuracy_table import Scorer, cases as table_cases
+
+    print("| model (calibration / scored) | weight rounding | auto chose | top-1 agreement | output SQNR | calibrate s |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in table_cases(shared, Path(tmp), models):
+            scorer = Scorer(case, onnx.load(str(case.path)))
+            for rounding in (False, True):
+                out = Path(tmp) / f"{case.name}.{int(rounding)}.onnx"
+                start = time.perf_counter()
+                result = api.calibrate(case.path, case.calib, case.preset, batch_size=case.batch, qdq=out,
+                                       weight_rounding=rounding)
+                seconds = time.perf_counter() - start
+                r = scorer.score(onnx.load(str(out)))
+                agree = "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1f} %"
+                print(f"| {case.name} ({len(case.calib)} / {len(case.held)}) | {'yes' if rounding else 'no'} | "
+                      f"{result.chosen_method} | {agree} | {r['sqnr_db']:.2f} dB | {seconds:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

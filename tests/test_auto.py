@@ -174,8 +174,12 @@ def test_a_feed_dict_source_is_split_like_sample_files(outliers):
         for start in range(0, 200, 7):  # batches of 7: the split runs across batch boundaries
             yield {"input": x[start:start + 7]}
 
-    files = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", qdq=outliers / "a.onnx", batch_size=16)
-    script = calibrate(outliers / "m.onnx", FeedDictSource(load_data), method="auto", qdq=outliers / "b.onnx", batch_size=16)
+    # no bias correction (nor weight rounding): their float pass takes 128 calibration samples spread over a
+    # list of files but the first 128 of a stream, and the split, not those passes, is what is compared here
+    files = calibrate(outliers / "m.onnx", str(outliers / "x.npy"), method="auto", qdq=outliers / "a.onnx", batch_size=16,
+                      bias_correction=False)
+    script = calibrate(outliers / "m.onnx", FeedDictSource(load_data), method="auto", qdq=outliers / "b.onnx", batch_size=16,
+                       bias_correction=False)
     assert script.chosen_method == files.chosen_method and script.auto.samples == files.auto.samples == 40
     for a, b in zip(files.auto.table, script.auto.table):
         assert a["candidate"] == b["candidate"] and a["sqnr_db"] == pytest.approx(b["sqnr_db"], abs=1e-3)

@@ -101,7 +101,10 @@ def test_accuracy_budget(tmp_path, effnet_model, even_images, odd_eval):
     loss on them fits; on the odd photos the agreement must then reach 99.2 %."""
     model, batches, reference = odd_eval
     out = tmp_path / "mixed.onnx"
-    result = api.calibrate(effnet_model, even_images, PRESET, method="mse", qdq=out, accuracy_budget=0.5)
+    # INT8 + FP32 (the layers kept in float run FP32): ONNX Runtime's CPU runs it with its fused int8 kernels,
+    # several times faster than the INT8 + FP16 default, which the auto test below scores
+    result = api.calibrate(effnet_model, even_images, PRESET, method="mse", qdq=out, accuracy_budget=0.5,
+                           high_precision="fp32")
     mixed = result.quantization
     assert result.samples == 400 and mixed.samples == 100 and mixed.expected_loss <= 0.5
     assert 0 < len(mixed.kept) < 50
@@ -130,19 +133,21 @@ def test_bias_correction_gains_on_every_method(even_stats, odd_eval, per_method,
 
 
 def test_auto_with_bias_correction_meets_the_issue_targets(tmp_path, odd_eval, effnet_model, even_images):
-    """Issue 15's 'done when': --method auto --qdq (bias correction on by default), calibrated on the
-    even photos, >= 98.8 % top-1 agreement and >= 20.5 dB on the odd ones (measured: 98.8 % / 21.2 dB;
-    the test allows one photo less)."""
+    """Issue 23's 'done when': the default --method auto --qdq (bias correction and weight rounding on),
+    calibrated on the even photos, >= 99.0 % top-1 agreement and >= 22 dB on the odd ones (measured:
+    99.0 % / 22.14 dB on this project's VM; the test allows one photo fewer and 21.9 dB, for another CPU's
+    arithmetic in ONNX Runtime)."""
     model, batches, reference = odd_eval
     result = api.calibrate(effnet_model, even_images, PRESET, method="auto", qdq=tmp_path / "auto.onnx")
     assert result.auto.bias_corrected and result.chosen_method in ("mse", "percentile:99.99", "percentile:99.999", "legacy")
     written = onnx.load(tmp_path / "auto.onnx")
     check(written)
+    assert model_record(written)["weight_rounding"] == {"layers": 50}  # every Conv and the classifier's Gemm
     out = compare_models(model, written, batches, reference=reference).output.to_dict()
-    assert out["top1_agreement"] >= 98.6 and out["sqnr_db"] >= 20.5, out
+    assert out["top1_agreement"] >= 98.8 and out["sqnr_db"] >= 21.9, out
     # Issue 21: the model is INT8 + FP16, nothing left in FP32 but the edge casts, and FP16 costs at
     # most 0.3 dB against the same ranges with FP32 around the Q/DQ pairs (measured: docs/qdq.md)
     assert float32_compute_nodes(written) == [] and model_precision(written, model_record(written)).fp32_nodes == {}
-    same = {hp: compare_models(model, quantized_model(model, result.amax, precision=PrecisionOptions(hp)).model, batches[:4],
-                               reference=reference[:4]).output.to_dict() for hp in ("fp16", "fp32")}  # 200 photos
+    same = {hp: compare_models(model, quantized_model(model, result.amax, precision=PrecisionOptions(hp)).model, batches[:2],
+                               reference=reference[:2]).output.to_dict() for hp in ("fp16", "fp32")}  # 100 photos
     assert abs(same["fp16"]["sqnr_db"] - same["fp32"]["sqnr_db"]) <= 0.3, same

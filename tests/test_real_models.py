@@ -72,7 +72,10 @@ def test_calibrate_evaluate_and_min_sqnr_on_a_real_model(tmp_path, capsys, reque
 
     pre = flags[1] if flags[0] == "--preprocess" else None
     batch = int(flags[-1])
-    result = calibrate(model, str(calib), pre, method=method, batch_size=batch, qdq=budget, min_sqnr=target)
+    # the budget's search, without weight rounding: the CLI run above takes the default path with it, and
+    # rounding the weights again here would only slow the test (the detector's Gram matrices at 736 px)
+    result = calibrate(model, str(calib), pre, method=method, batch_size=batch, qdq=budget, min_sqnr=target,
+                       weight_rounding=False)
     mixed = result.quantization
     assert mixed.output == output and mixed.min_sqnr == target
     assert mixed.sqnr_db is None or mixed.sqnr_db >= target  # None: identical to the float model
@@ -83,7 +86,7 @@ def test_calibrate_evaluate_and_min_sqnr_on_a_real_model(tmp_path, capsys, reque
     from int8calib.evaluate import evaluate
 
     check = evaluate(model, budget, samples[4::5], pre, batch_size=batch).to_dict()
-    assert check["sqnr_db"] == mixed.sqnr_db
+    assert check["sqnr_db"] == pytest.approx(mixed.sqnr_db, abs=2e-4)  # both rounded to 4 decimals
     if name == "silero-vad":  # its graph is one If on the sample rate: nothing at the top level to quantize
         assert mixed.int8_sqnr_db is None and mixed.kept == []
     else:

@@ -110,3 +110,66 @@ def test_calibrate_writes_the_rounded_weights_and_says_so(tmp_path):
     with pytest.raises(Int8CalibError, match="needs --qdq"):
         calibrate(tmp_path / "m.onnx", str(tmp_path / "x.npy"), method="mse", qdq=tmp_path / "r.onnx",
                   bias_correction=False, weight_rounding=True)
+
+
+@pytest.mark.parametrize("block", [1, 5, 64])
+def test_blocked_updates_round_as_column_by_column(monkeypatch, block):
+    # GPTQ's lazy batch updates: the block's errors reach the later columns in one product instead of one
+    # column at a time; the sums are the same, so every int8 value is (checked against block = all columns)
+    from int8calib.passes import weight_rounding
+
+    rng = np.random.default_rng(block)
+    x = rng.standard_normal((300, 70)) @ (rng.standard_normal((70, 70)) * np.logspace(0, -2, 70))
+    w = rng.standard_normal((70, 24)).astype(np.float32)
+    node = _gemm_model(w).graph.node[0]
+    gram = (x.T @ x)[None]
+    monkeypatch.setattr(weight_rounding, "SOLVE_BLOCK", 10_000)
+    whole, scale = round_layer(w, node, gram)
+    monkeypatch.setattr(weight_rounding, "SOLVE_BLOCK", block)
+    blocked, same_scale = round_layer(w, node, gram)
+    np.testing.assert_array_equal(blocked, whole)
+    np.testing.assert_array_equal(same_scale, scale)
+    assert np.abs(whole.astype(int) - quantize_per_channel(w, 1)[0]).max() >= 1  # not round-to-nearest
+
+
+def test_gram_samples_are_spread_over_the_data(tmp_path):
+    # data is often sorted by class: the Gram matrices take samples from all over it, not its first ones
+    from int8calib.batching import BatchLoader
+    from int8calib.passes.weight_rounding import spread_batches
+    from int8calib.runner import model_inputs
+    from int8calib.sources import resolve
+
+    batches = [Batch({"x": np.full((4, 2), i, np.float32)}, 4, []) for i in range(10)]
+    assert [int(b.feeds["x"][0, 0]) for b in spread_batches(batches, 12)] == [0, 3, 6]  # 3 batches of 4
+    assert spread_batches(batches, 100) == batches
+    model = _gemm_model(np.ones((2, 3), np.float32))
+    inputs = model_inputs(model)
+    for i in range(20):
+        np.save(tmp_path / f"s{i:02d}.npy", np.full((1, 2), i, np.float32))
+    loader = BatchLoader(resolve(tmp_path, {i.name: i.layout for i in inputs}), inputs, None, 4)
+    picked = spread_batches(loader, 5)
+    assert isinstance(picked, BatchLoader) and picked.batch_size == 4
+    assert [float(v) for b in picked for v in b.feeds["x"][:b.n, 0]] == [0, 4, 8, 12, 16]
+
+
+def test_gram_positions_of_a_large_map_are_an_even_grid():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    node = _conv_model(w, 2, strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1)).graph.node[0]
+    x = rng.standard_normal((1, 4, 9, 10)).astype(np.float32)
+    full = _conv_patches(x, node, w)  # [2, 90, 18]: 9 x 10 output positions
+    grid = _conv_patches(x, node, w, max_positions=30)  # every 2nd row and column: 5 x 5 = 25 <= 30
+    np.testing.assert_array_equal(grid, full.reshape(2, 9, 10, 18)[:, ::2, ::2].reshape(2, 25, 18))
+    np.testing.assert_array_equal(_conv_patches(x, node, w, max_positions=90), full)
+
+
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
+def test_gram_of_a_1x1_conv_is_that_of_its_patches(strides):
+    from int8calib.passes.weight_rounding import _sample_gram
+
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((5, 4, 1, 1)).astype(np.float32)
+    node = _conv_model(w, 1, strides=strides, pads=(0, 0, 0, 0), dilations=(1, 1)).graph.node[0]
+    x = rng.standard_normal((1, 4, 9, 10)).astype(np.float32)
+    p = _conv_patches(x.astype(np.float64), node, w)
+    np.testing.assert_allclose(_sample_gram(x, node, w), np.matmul(p.transpose(0, 2, 1), p), rtol=1e-5)

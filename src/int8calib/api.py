@@ -253,7 +253,11 @@ def calibrate(
     int8_model = (qdq is not None or budgeted) and precision == "int8"
     if int8_model and result.statistics is not None:
         lowering.ranges.update(observed_ranges(result.statistics))
-    if int8_model and not auto and (correct or lowering.lowered) and (from_histograms is None or data is not None):
+    # auto with one held-out split takes the float pass (bias correction, weight rounding) from the calibration
+    # samples as --method <its choice> does, so that its model is that one's (cross-validation and
+    # --from-histograms measure on the samples auto ranks on)
+    own_pass = not auto or (not folds and from_histograms is None)
+    if int8_model and own_pass and (correct or lowering.lowered) and (from_histograms is None or data is not None):
         shifts = _float_pass(model if model is not None else result.statistics.meta.get("model"),
                              calibrator.loader if from_histograms is None else data,
                              preprocess if preprocess is not None else result.statistics.meta.get("preprocess"),
@@ -265,7 +269,8 @@ def calibrate(
             shifts = choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
                                           exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
                                           rounding=rounding, lowering=lowering,
-                                          refit=None if from_histograms is not None or budgeted else runner)
+                                          refit=None if from_histograms is not None or budgeted else runner,
+                                          shifts=shifts if own_pass else None)
         warn_zero_tensors(result.amax)
         if cache is not None:
             write_cache(cache, result.amax, result.algorithm, trt_version, _result_record(base, result, method, method_params),

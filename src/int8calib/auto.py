@@ -120,13 +120,14 @@ def check_auto(model, data, from_histograms, precision, output, method_params) -
 
 def choose_automatically(result, model, holdout, preprocess, batch_size, providers, output, exclude_nodes,
                           exclude_op_types, batch_axes, refit=None, max_memory=None, correct=False, lowering=None,
-                          rounding=False):
+                          rounding=False, shifts=None):
     """--method auto: every candidate's ranges from ``result.statistics``, ranked on ``holdout``.
 
     The held-out samples are preprocessed once and serve the ranking, the refit and, with
-    ``correct``, the bias correction's shifts (of weights rounded by ``passes.weight_rounding`` with
-    ``rounding``), which are returned (None without). Neither depends on activation ranges, so
-    measuring them on these samples favours no candidate. ``lowering``
+    ``correct`` and no ``shifts`` measured already (on calibration samples), the bias correction's
+    shifts (of weights rounded by ``passes.weight_rounding`` with ``rounding``), which are returned
+    (None without). Neither depends on activation ranges, so measuring them on these samples favours
+    no candidate. ``lowering``
     (:class:`~int8calib.writers.precision.PrecisionOptions`) types every candidate's model as the
     written one will be; the same run measures the ranges its FP16 rules lack.
 
@@ -152,7 +153,8 @@ def choose_automatically(result, model, holdout, preprocess, batch_size, provide
     proto = load_model(source, load_external_data=False)
     loader = held_out_loader(proto, holdout, pre, batch_size, batch_axes)
     batches = list(loader)  # few samples: kept preprocessed for every use below
-    shifts = _float_pass(proto, batches, providers, correct, lowering, rounding)
+    if shifts is None:
+        shifts = _float_pass(proto, batches, providers, correct, lowering, rounding)
     choice = choose_method(proto, candidates, batches, output, exclude_nodes, exclude_op_types, providers, shifts, lowering)
     logger.debug("%s", choice.format_table())
     _log_choice(choice)

@@ -79,7 +79,7 @@ def register(sub) -> None:
     qdq.add_argument(
         "--weight-rounding", action=argparse.BooleanOptionalAction, default=None,
         help="choose each layer's int8 weights for its output error on the same samples, not round to nearest "
-        "(GPTQ-style, with bias correction; default: off: it helped EfficientNet-Lite0, not the PP-OCRv4 detector; docs/qdq.md)",
+        "(GPTQ-style, on 64 of those samples; default: on with bias correction; docs/qdq.md)",
     )
     qdq.add_argument(
         "--equalize", action=argparse.BooleanOptionalAction, default=None,
