@@ -9,8 +9,9 @@ Running every candidate's Q/DQ model on every random split would take hours on t
 data is cut in two disjoint pools and the model runs once per (range set, candidate):
 
 * pool A (ranges): statistics of its first 16, 24, 48, 100, 200, 500 samples (nested prefixes of a fixed
-  shuffle, merged exactly with ``stats.merge``), every candidate's ranges from each, the shifts of bias
-  correction measured once on A (they do not depend on the ranges, as in auto);
+  shuffle, merged exactly with ``stats.merge``), every candidate's ranges from each, the weights rounded
+  (``--rounding``, the default as in the CLI) and the shifts of bias correction measured once on A (they
+  do not depend on the ranges, as in auto);
 * pool B (scoring): every candidate's Q/DQ model (biases corrected: ``calibrate --qdq``'s default) of every
   range set run once on every sample of B, against the float model: per sample the output's signal and
   noise power and, for a classifier, the flip probability (the "bank", cached on disk).
@@ -45,7 +46,8 @@ from int8calib.evaluate.mixed import HOLDOUT_EVERY
 from int8calib.evaluate.selection import DEFAULT, PRIOR_DB, RULE, RULES, shrunk
 from int8calib.evaluate.outputs import choose_output
 from int8calib.methods import compute_ranges, get as get_method
-from int8calib.passes import correct_biases, measure_shifts, spread
+from int8calib.passes import correct_biases, measure_shifts, round_weights, spread
+from int8calib.passes.weight_rounding import DEFAULT as ROUNDING_DEFAULT, ROUNDING_SAMPLES, spread_batches
 from int8calib.preprocess import Preprocess
 from int8calib.runner import ActivationRunner, model_inputs
 from int8calib.sources import resolve
@@ -105,15 +107,18 @@ def range_sets(name, path, pool_a, preprocess, batch, folder: Path) -> dict[int,
     return out
 
 
-def bank(name, path, pool_a, pool_b, preprocess, batch, folder: Path) -> dict:
-    """Per range set and candidate, the per-sample signal / noise / flips on pool B (cached)."""
-    file = folder / "bank.npz"
+def bank(name, path, pool_a, pool_b, preprocess, batch, folder: Path, rounding: bool = ROUNDING_DEFAULT) -> dict:
+    """Per range set and candidate, the per-sample signal / noise / flips on pool B (cached). With
+    ``rounding`` (the default's weight rounding), the weights rounded once on pool A, as the shifts."""
+    file = folder / ("bank-rounded.npz" if rounding else "bank.npz")
     if file.exists():
         return dict(np.load(file, allow_pickle=False))
     folder.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(path))
     ranges = range_sets(name, path, pool_a, preprocess, batch, folder)
-    shifts = measure_shifts(model, loader(model, spread(pool_a), preprocess, batch), max_samples=None)
+    spread_a = loader(model, spread(pool_a), preprocess, batch)
+    weights = round_weights(model, spread_batches(spread_a, ROUNDING_SAMPLES), max_samples=ROUNDING_SAMPLES) if rounding else None
+    shifts = measure_shifts(model, spread_a, max_samples=None, weights=weights)
     output = choose_output(model).name
     batches = [(b.feeds, b.n, None) for b in loader(model, pool_b, preprocess, batch)]
     ref_runner = ActivationRunner(model, None, [output])
@@ -125,7 +130,7 @@ def bank(name, path, pool_a, pool_b, preprocess, batch, folder: Path) -> dict:
             twin = next((d for d in done if by_candidate[d] == amax), None)
             if twin is None:
                 start = time.perf_counter()
-                qdq, _ = build_qdq(model, amax)
+                qdq, _ = build_qdq(model, amax, weights=weights)
                 correct_biases(qdq, shifts)
                 comparison = compare_models(model, qdq, batches, output, reference=reference).output
                 logger.warning("%s: %d samples, %s, %.1f s", name, size, label, time.perf_counter() - start)
@@ -222,9 +227,11 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-range-set SQNR lines")
     parser.add_argument("--every-sample", action="store_true",
                         help="rules see every calibration sample at any size (cross-validation always), not auto's split")
+    parser.add_argument("--rounding", action=argparse.BooleanOptionalAction, default=ROUNDING_DEFAULT,
+                        help="the candidates' weights rounded as the default --qdq rounds them (default: as the CLI)")
     args = parser.parse_args()
     cache = Path(args.cache)
-    banks = {name: bank(name, path, pool_a, pool_b, preprocess, batch, cache / name)
+    banks = {name: bank(name, path, pool_a, pool_b, preprocess, batch, cache / name, args.rounding)
              for name, path, pool_a, pool_b, preprocess, batch in cases(Path(args.shared), cache, args.models)}
     records = {name: record(arrays) for name, arrays in banks.items()}
     print("record (gain over mse, dB, pool B, mean of the range sets): "
