@@ -27,11 +27,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..batching import first_samples
-from .bias_correction import BIAS_SAMPLES
+from ..batching import BatchLoader, first_samples
 from ..util.log import logger
 from ..util.memory import cores
 from ..writers.qdq import _constants, node_id, quantize_per_channel, weight_axis
+from .bias_correction import BIAS_SAMPLES, spread
 
 # samples the Gram matrices are gathered on: on EfficientNet-Lite0 (mse, bias correction, 500 unseen photos)
 # 32 / 64 / 128 gave 21.98 / 22.02 / 22.04 dB against 21.24 dB with weights rounded to nearest, the Gram
@@ -74,6 +74,13 @@ def roundable_layers(model: onnx.ModelProto, nodes: Iterable[str] | None = None)
     return out
 
 
+def _grid_stride(rows: int, cols: int, max_positions: int | None) -> int:
+    """The stride of the even grid of at most ``max_positions`` of a rows x cols map's positions."""
+    if max_positions is None or rows * cols <= max_positions:
+        return 1
+    return int(np.ceil(np.sqrt(rows * cols / max_positions)))
+
+
 def _conv_patches(x: np.ndarray, node: onnx.NodeProto, w: np.ndarray, max_positions: int | None = None) -> np.ndarray:
     """im2col of a Conv's input: [groups, positions, Cin/groups * kh * kw], in W's (cin, kh, kw) order;
     with ``max_positions``, an evenly strided grid of at most that many output positions per sample."""
@@ -85,9 +92,8 @@ def _conv_patches(x: np.ndarray, node: onnx.NodeProto, w: np.ndarray, max_positi
     x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     windows = np.lib.stride_tricks.sliding_window_view(x, (span_h, span_w), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
-    if max_positions is not None and windows.shape[2] * windows.shape[3] > max_positions:
-        k = int(np.ceil(np.sqrt(windows.shape[2] * windows.shape[3] / max_positions)))
-        windows = windows[:, :, ::k, ::k]
+    k = _grid_stride(windows.shape[2], windows.shape[3], max_positions)
+    windows = windows[:, :, ::k, ::k]
     n, c, ho, wo = windows.shape[:4]
     per = c // groups
     # [n, groups, per, ho, wo, kh, kw] -> [groups, n * ho * wo, per * kh * kw]
@@ -105,10 +111,8 @@ def _sample_gram(x: np.ndarray, node: onnx.NodeProto, w: np.ndarray) -> np.ndarr
         # directly, without the copy im2col makes (a third of EfficientNet-Lite0's Gram time)
         sh, sw = _attr(node, "strides", [1, 1])
         grid = x[0, :, ::sh, ::sw]
-        if GRAM_POSITIONS is not None and grid.shape[1] * grid.shape[2] > GRAM_POSITIONS:
-            k = int(np.ceil(np.sqrt(grid.shape[1] * grid.shape[2] / GRAM_POSITIONS)))
-            grid = grid[:, ::k, ::k]
-        p = np.ascontiguousarray(grid).reshape(grid.shape[0], -1)
+        k = _grid_stride(grid.shape[1], grid.shape[2], GRAM_POSITIONS)
+        p = np.ascontiguousarray(grid[:, ::k, ::k]).reshape(grid.shape[0], -1)
         return (p @ p.T).astype(np.float64)[None]
     p = _conv_patches(x, node, w, GRAM_POSITIONS)
     return np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
@@ -222,9 +226,6 @@ def spread_batches(loader, count: int):
     """About ``count`` samples of ``loader`` spread evenly over it: a list of batches (auto's held-out
     samples) gives every k-th batch, a :class:`~int8calib.batching.BatchLoader` a loader of its samples
     spread out (``passes.spread``); anything else (a script's stream) its first samples."""
-    from ..batching import BatchLoader
-    from .bias_correction import spread
-
     if isinstance(loader, (list, tuple)) and loader:
         per = max(1, max(getattr(b, "n", 1) for b in loader))
         return spread(list(loader), -(-count // per))
