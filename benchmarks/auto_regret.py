@@ -43,7 +43,7 @@ from int8calib.batching import BatchLoader
 from int8calib.collection.calibration_pass import collect_statistics
 from int8calib.evaluate import compare_models
 from int8calib.evaluate.mixed import HOLDOUT_EVERY
-from int8calib.evaluate.selection import DEFAULT, PRIOR_DB, RULE, RULES, shrunk
+from int8calib.evaluate.selection import DEFAULT, PRIOR_DB, RULES, shrunk
 from int8calib.evaluate.outputs import choose_output
 from int8calib.methods import compute_ranges, get as get_method
 from int8calib.passes import correct_biases, measure_shifts, round_weights, spread
@@ -182,11 +182,11 @@ def prior(records: dict[str, dict[str, float]], leave_out: str | None = None, ca
 
 
 def rules_for(model: str, records: dict[str, dict[str, float]]) -> dict:
-    """RULES, auto's rule with the record of the other models only (leave one model out: a model's own record
+    """RULES, ``shrunk`` with the record of the other models only (leave one model out: a model's own record
     would tell the rule its answer), and two variants: the record uncapped, and PRIOR_DB (all four, in-sample)."""
     rules = dict(RULES)
     left_out, uncapped = prior(records, model), prior(records, model, cap=False)
-    rules[RULE] = lambda e: shrunk(e, prior=left_out)
+    rules["shrunk"] = lambda e: shrunk(e, prior=left_out)
     rules["shrunk, uncapped record"] = lambda e: shrunk(e, prior=uncapped)
     rules["shrunk, PRIOR_DB (in-sample)"] = lambda e: shrunk(e, prior=PRIOR_DB)
     return rules

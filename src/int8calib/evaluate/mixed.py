@@ -308,9 +308,9 @@ def choose_method(
 ) -> MethodChoice:
     """Build each candidate's all-INT8 Q/DQ model in memory (biases corrected with ``shifts``),
     measure the held-out error of ``output`` (default: the first float output) on ``loader``'s
-    batches per sample, and choose with :func:`.selection.select`: ``mse`` unless a candidate's
-    gain, shrunk toward its record on other models, is positive (a classifier's candidates clearly
-    below the best expected agreement out first; ``mse`` whenever its noise sits in too few samples).
+    batches per sample, and choose with :func:`.selection.select`: the best held-out SQNR (a
+    classifier's candidates clearly below the best expected agreement out first; ``mse`` whenever its
+    noise sits in too few samples).
     The table lists the chosen candidate first, then the others best first (scores [N, classes] by
     expected top-1 agreement, within one held-out sample's worth of the best by SQNR; any other
     output by SQNR; ties keep the order of ``candidates``).
@@ -352,7 +352,7 @@ def choose_method(
         # not candidates a few samples cannot tell apart
         names = ranked[:FINALISTS] + [k for k in ranked[FINALISTS:] if _db(screened[k]["sqnr_db"]) >= best - SCREEN_MARGIN_DB]
         if default in unique and default not in names:
-            names.append(default)  # the selection rule keeps the default unless a finalist is expected to beat it
+            names.append(default)  # the selection rule keeps the default where the samples cannot rank
     final = measure(names)
     selection = select(_errors(final, info.is_scores), default)
     rows = _ranked([_row(k, c.to_dict()) for k, c in final.items()], info.is_scores, first=selection.chosen)
