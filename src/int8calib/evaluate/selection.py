@@ -127,14 +127,9 @@ def shrunk(errors, default: str = DEFAULT, prior: Mapping[str, float] | None = N
     out first, as in :func:`paired`.
     """
     prior = PRIOR_DB if prior is None else prior
-    kept, dropped = _agreeing(errors, default, agreement_first)
-    if dropped is not None:
-        return dropped
-    n = len(kept[default]["noise"])
-    effective = effective_samples(kept[default]["noise"])
-    if effective < min_effective:
-        return Selection(default, reason=f"{default}'s error sits in {effective:.1f} effective samples of {n}, "
-                                         f"fewer than {min_effective:g}: too few to rank on")
+    kept, early = _agreeing_and_gated(errors, default, min_effective, agreement_first)
+    if early is not None:
+        return early
     diffs = paired_differences(kept, default)
     expected: dict[str, tuple[float, float, float]] = {}  # name -> (expected, measured, record) gain in dB
     for name in kept:
@@ -167,19 +162,29 @@ def gated_best(errors, default: str = DEFAULT, min_effective: float = MIN_EFFECT
     :func:`paired`. No record of other models: with weights rounded, the candidates' gains over mse moved
     by up to 1.4 dB on a model (the PP-OCRv4 recogniser's minmax: -0.43 -> +0.95 dB), and a record that moves
     with the pipeline shrinks good measurements toward a wrong value (docs/methods.md)."""
-    kept, dropped = _agreeing(errors, default, agreement_first)
-    if dropped is not None:
-        return dropped
-    n = len(kept[default]["noise"])
-    effective = effective_samples(kept[default]["noise"])
-    if effective < min_effective:
-        return Selection(default, reason=f"{default}'s error sits in {effective:.1f} effective samples of {n}, "
-                                         f"fewer than {min_effective:g}: too few to rank on")
+    kept, early = _agreeing_and_gated(errors, default, min_effective, agreement_first)
+    if early is not None:
+        return early
     best = max(kept, key=lambda name: sqnr_db(kept[name]))
     if best == default:
         return Selection(default, reason=f"{default} has the best held-out SQNR")
     gain = sqnr_db(kept[best]) - sqnr_db(kept[default])
     return Selection(best, reason=f"the best held-out SQNR, {gain:+.2f} dB over {default}")
+
+
+def _agreeing_and_gated(errors, default: str, min_effective: float, agreement_first: bool) -> tuple[dict, Selection | None]:
+    """The candidates :func:`_agreeing` keeps, and the selection made before any SQNR is compared: the best
+    SQNR of them when the default dropped out, the default when its noise sits in fewer than
+    ``min_effective`` effective samples (else None)."""
+    kept, dropped = _agreeing(errors, default, agreement_first)
+    if dropped is not None:
+        return kept, dropped
+    n = len(kept[default]["noise"])
+    effective = effective_samples(kept[default]["noise"])
+    if effective < min_effective:
+        return kept, Selection(default, reason=f"{default}'s error sits in {effective:.1f} effective samples of {n}, "
+                                               f"fewer than {min_effective:g}: too few to rank on")
+    return kept, None
 
 
 def _agreeing(errors, default: str, agreement_first: bool) -> tuple[dict, Selection | None]:
