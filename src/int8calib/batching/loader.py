@@ -28,6 +28,7 @@ from ..runner.model import InputInfo
 from ..sources import Sample, batching_fingerprint, data_fingerprint
 from ..sources.resolve import sample_digests
 from ..util.log import logger, progress
+from ..util.npy import NPY_LOCK
 from .prefetch import prefetch
 
 
@@ -156,10 +157,11 @@ class BatchLoader:
                 raise Int8CalibError(f"{exc} (listed at {sample.origin})") from None
         try:
             if sample.kind == "npy":
-                arr = np.load(sample.path, mmap_mode="r", allow_pickle=False)
+                with NPY_LOCK:
+                    arr = np.load(sample.path, mmap_mode="r", allow_pickle=False)
                 arrays = {self.inputs[0].name: arr}
             else:
-                with np.load(sample.path, allow_pickle=False) as z:
+                with NPY_LOCK, np.load(sample.path, allow_pickle=False) as z:
                     arrays = {i.name: z[i.name] for i in self.inputs}
         except FileNotFoundError:
             raise Int8CalibError(f"{sample}: tensor file not found") from None

@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import Int8CalibError
+from ..util.npy import NPY_LOCK
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 TENSOR_EXTENSIONS = {".npy", ".npz"}
@@ -90,10 +91,11 @@ def _expand_tensor_file(path: Path, origin: str, input_ranks: dict[str, int]) ->
                     f"{path}: the model has inputs {sorted(input_ranks)}; give one .npz per sample or batch "
                     "with an array named after each input"
                 )
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            with NPY_LOCK:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
             shapes = {next(iter(input_ranks)): arr.shape}
         else:
-            with np.load(path, allow_pickle=False) as z:
+            with NPY_LOCK, np.load(path, allow_pickle=False) as z:
                 missing = sorted(set(input_ranks) - set(z.files))
                 if missing:
                     raise Int8CalibError(f"{path}: no array for model input(s) {missing} (has {sorted(z.files)})")

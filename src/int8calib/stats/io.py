@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import StatisticsFormatError
 from ..util.atomic import write_bytes
+from ..util.npy import NPY_LOCK
 from .histogram import Statistics, TensorHistogram
 from .trt_histogram import BINS, TrtHistogram
 
@@ -66,7 +67,7 @@ def save(stats: Statistics, path: str | Path) -> None:
 def load(path: str | Path) -> Statistics:
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with NPY_LOCK, np.load(path, allow_pickle=False) as z:
             if "format" not in z.files or str(z["format"]) != FORMAT:
                 raise StatisticsFormatError(f"{path}: not an int8calib statistics file")
             meta = json.loads(str(z["meta"]))
