@@ -270,7 +270,7 @@ def calibrate(
                                           exclude_op_types, batch_axes, max_memory=max_memory, correct=correct,
                                           rounding=rounding, lowering=lowering,
                                           refit=None if from_histograms is not None or budgeted else runner,
-                                          shifts=shifts if own_pass else None)
+                                          shifts=shifts)  # (None unless measured above)
         warn_zero_tensors(result.amax)
         if cache is not None:
             write_cache(cache, result.amax, result.algorithm, trt_version, _result_record(base, result, method, method_params),
